@@ -1,0 +1,172 @@
+"""PynamoDB records of the DynamoDB tables described in `shared.resources`.
+
+Records are storage shapes, never API responses. Table names, region and endpoint are bound at run time
+from settings by `bind_models`, so importing this module reads no environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    JSONAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from shared import resources as res
+from shared.settings import Settings
+
+
+class _Index(GlobalSecondaryIndex[Any]):
+    """Base of our GSIs: all attributes projected, names from `shared.resources`."""
+
+
+def _gsi(spec: res.IndexSpec, hash_attr: str, range_attr: str | None = None) -> type[_Index]:
+    attrs: dict[str, Any] = {
+        "Meta": type("Meta", (), {"index_name": spec.name, "projection": AllProjection()}),
+        hash_attr: UnicodeAttribute(hash_key=True, attr_name=spec.hash_key.name),
+    }
+    if range_attr and spec.range_key:
+        attrs[range_attr] = UnicodeAttribute(range_key=True, attr_name=spec.range_key.name)
+    return type(f"{spec.name.title().replace('-', '')}", (_Index,), attrs)
+
+
+def _index(table: res.TableSpec, name: str) -> res.IndexSpec:
+    return next(i for i in table.indexes if i.name == name)
+
+
+class _Record(Model):
+    class Meta:
+        table_name = "unbound"
+        region = "us-east-1"
+
+
+class UserRecord(_Record):
+    class Meta(_Record.Meta):
+        spec = res.USERS
+
+    email = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(attr_name="userId")
+    display_name = UnicodeAttribute(attr_name="displayName")
+    password_hash = UnicodeAttribute(attr_name="passwordHash")
+    created_at = UnicodeAttribute(attr_name="createdAt")
+
+    by_user_id = _gsi(_index(res.USERS, "userId-index"), "user_id")()
+
+
+class RefreshTokenRecord(_Record):
+    """A refresh token, stored as the SHA-256 of the opaque string; tokens of one login share a family."""
+
+    class Meta(_Record.Meta):
+        spec = res.REFRESH_TOKENS
+
+    token_hash = UnicodeAttribute(hash_key=True, attr_name="tokenHash")
+    family_id = UnicodeAttribute(attr_name="familyId")
+    user_id = UnicodeAttribute(attr_name="userId")
+    used = BooleanAttribute(default=False)
+    revoked = BooleanAttribute(default=False)
+    created_at = UnicodeAttribute(attr_name="createdAt")
+    expires_at = TTLAttribute(attr_name="expiresAt")
+
+    by_family = _gsi(_index(res.REFRESH_TOKENS, "familyId-index"), "family_id")()
+
+
+class PipelineRecord(_Record):
+    """A pipeline's metadata and rating aggregates; its definition (stages) is JSON in S3 at `definition_key`."""
+
+    class Meta(_Record.Meta):
+        spec = res.PIPELINES
+
+    pipeline_id = UnicodeAttribute(hash_key=True, attr_name="pipelineId")
+    name = UnicodeAttribute()
+    description = UnicodeAttribute(default="")
+    author = UnicodeAttribute()
+    author_name = UnicodeAttribute(attr_name="authorName")
+    created_at = UnicodeAttribute(attr_name="createdAt")
+    sort_key = UnicodeAttribute(attr_name="sortKey")
+    list_partition = UnicodeAttribute(attr_name="listPartition", default="ALL")
+    stage_count = NumberAttribute(attr_name="stageCount")
+    definition_key = UnicodeAttribute(attr_name="definitionKey")
+    rating_sum = NumberAttribute(attr_name="ratingSum", default=0)
+    rating_count = NumberAttribute(attr_name="ratingCount", default=0)
+
+    by_author = _gsi(_index(res.PIPELINES, "author-index"), "author", "sort_key")()
+    all_pipelines = _gsi(_index(res.PIPELINES, "all-index"), "list_partition", "sort_key")()
+
+
+class RatingRecord(_Record):
+    class Meta(_Record.Meta):
+        spec = res.RATINGS
+
+    pipeline_id = UnicodeAttribute(hash_key=True, attr_name="pipelineId")
+    user_id = UnicodeAttribute(range_key=True, attr_name="userId")
+    score = NumberAttribute()
+    updated_at = UnicodeAttribute(attr_name="updatedAt")
+
+
+class ExecutionRecord(_Record):
+    """An execution's state. `progress` and `error` are stored as JSON in API.md's shapes."""
+
+    class Meta(_Record.Meta):
+        spec = res.EXECUTIONS
+
+    execution_id = UnicodeAttribute(hash_key=True, attr_name="executionId")
+    pipeline_id = UnicodeAttribute(attr_name="pipelineId")
+    user_id = UnicodeAttribute(attr_name="userId")
+    backend = UnicodeAttribute()
+    status = UnicodeAttribute()
+    progress = JSONAttribute(null=True)
+    progress_percent = NumberAttribute(attr_name="progressPercent", default=0)  # for "never backwards" conditions
+    error = JSONAttribute(null=True)
+    created_at = UnicodeAttribute(attr_name="createdAt")
+    started_at = UnicodeAttribute(attr_name="startedAt", null=True)
+    finished_at = UnicodeAttribute(attr_name="finishedAt", null=True)
+    cancel_requested = BooleanAttribute(attr_name="cancelRequested", default=False)
+    request_uri = UnicodeAttribute(attr_name="requestUri")
+    result_uri = UnicodeAttribute(attr_name="resultUri", null=True)
+    sort_key = UnicodeAttribute(attr_name="sortKey")
+    user_status = UnicodeAttribute(attr_name="userStatus")
+    pipeline_user = UnicodeAttribute(attr_name="pipelineUser")
+    expires_at = TTLAttribute(attr_name="expiresAt", null=True)
+
+    by_user = _gsi(_index(res.EXECUTIONS, "user-index"), "user_id", "sort_key")()
+    by_user_status = _gsi(_index(res.EXECUTIONS, "user-status-index"), "user_status", "sort_key")()
+    by_pipeline_user = _gsi(_index(res.EXECUTIONS, "pipeline-user-index"), "pipeline_user", "sort_key")()
+
+
+class IdempotencyRecord(_Record):
+    """`<userId>#<Idempotency-Key>` -> the execution it created; expires after 24 h."""
+
+    class Meta(_Record.Meta):
+        spec = res.IDEMPOTENCY
+
+    idempotency_key = UnicodeAttribute(hash_key=True, attr_name="idempotencyKey")
+    execution_id = UnicodeAttribute(attr_name="executionId")
+    expires_at = TTLAttribute(attr_name="expiresAt")
+
+
+RECORDS: tuple[type[_Record], ...] = (
+    UserRecord,
+    RefreshTokenRecord,
+    PipelineRecord,
+    RatingRecord,
+    ExecutionRecord,
+    IdempotencyRecord,
+)
+
+
+def bind_models(settings: Settings) -> None:
+    """Point every record class at its table for these settings (name, region, endpoint)."""
+    for record in RECORDS:
+        spec: res.TableSpec = record.Meta.spec  # type: ignore[attr-defined]
+        record.Meta.table_name = getattr(settings, spec.env_var.lower())
+        record.Meta.region = settings.region
+        record.Meta.host = settings.aws_endpoint_url  # type: ignore[attr-defined]
+        record._connection = None
+        for index in record._indexes.values():
+            index._connection = None  # type: ignore[attr-defined]

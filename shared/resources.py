@@ -1,0 +1,180 @@
+"""The one definition of every table, bucket and queue: used by the CDK app, the local stack and the tests.
+
+Each resource has a logical id, a physical name derived from the stage name, and the environment variable
+through which its name (or URL) reaches the Lambda functions and the worker (see `shared.settings`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_STAGE = "dev"
+DEFAULT_BACKEND = "gpu-fleet"
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """A DynamoDB key attribute (all our keys are strings)."""
+
+    name: str
+    type: str = "S"
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A global secondary index, projecting all attributes."""
+
+    name: str
+    hash_key: KeySpec
+    range_key: KeySpec | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    logical_id: str
+    env_var: str
+    hash_key: KeySpec
+    range_key: KeySpec | None = None
+    indexes: tuple[IndexSpec, ...] = ()
+    ttl_attribute: str | None = None
+
+    def physical_name(self, stage: str) -> str:
+        return f"stagehub-{stage}-{self.logical_id}"
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    logical_id: str
+    env_var: str
+    expire_days: int | None = None  # lifecycle expiry of every object; None keeps them
+    versioned: bool = False
+    cors_put: bool = False  # browsers PUT uploads straight to presigned URLs
+
+    def physical_name(self, stage: str, account: str = "000000000000") -> str:
+        # Bucket names are global: the account id keeps two deployments apart.
+        return f"stagehub-{stage}-{self.logical_id}-{account}"
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    logical_id: str
+    env_var: str
+    visibility_timeout_s: int
+    max_receive_count: int = 5
+    retention_s: int = 4 * 24 * 3600
+    dlq_retention_s: int = 14 * 24 * 3600
+    dlq_env_var: str | None = None
+
+    def physical_name(self, stage: str) -> str:
+        return f"stagehub-{stage}-{self.logical_id}"
+
+    def dlq_physical_name(self, stage: str) -> str:
+        return f"stagehub-{stage}-{self.logical_id}-dlq"
+
+
+SORT_KEY = KeySpec("sortKey")  # "<createdAt>#<id>": newest first, ties broken by id
+
+USERS = TableSpec(
+    logical_id="users",
+    env_var="USERS_TABLE",
+    hash_key=KeySpec("email"),
+    indexes=(IndexSpec("userId-index", KeySpec("userId")),),
+)
+REFRESH_TOKENS = TableSpec(
+    logical_id="refresh-tokens",
+    env_var="REFRESH_TOKENS_TABLE",
+    hash_key=KeySpec("tokenHash"),
+    indexes=(IndexSpec("familyId-index", KeySpec("familyId")),),
+    ttl_attribute="expiresAt",
+)
+PIPELINES = TableSpec(
+    logical_id="pipelines",
+    env_var="PIPELINES_TABLE",
+    hash_key=KeySpec("pipelineId"),
+    indexes=(
+        IndexSpec("author-index", KeySpec("author"), SORT_KEY),
+        # Every pipeline carries listPartition="ALL" so that one index lists them all, newest first.
+        IndexSpec("all-index", KeySpec("listPartition"), SORT_KEY),
+    ),
+)
+RATINGS = TableSpec(
+    logical_id="ratings",
+    env_var="RATINGS_TABLE",
+    hash_key=KeySpec("pipelineId"),
+    range_key=KeySpec("userId"),
+)
+EXECUTIONS = TableSpec(
+    logical_id="executions",
+    env_var="EXECUTIONS_TABLE",
+    hash_key=KeySpec("executionId"),
+    indexes=(
+        IndexSpec("user-index", KeySpec("userId"), SORT_KEY),
+        IndexSpec("user-status-index", KeySpec("userStatus"), SORT_KEY),  # "<userId>#<status>"
+        IndexSpec("pipeline-user-index", KeySpec("pipelineUser"), SORT_KEY),  # "<pipelineId>#<userId>"
+    ),
+    ttl_attribute="expiresAt",
+)
+IDEMPOTENCY = TableSpec(
+    logical_id="idempotency",
+    env_var="IDEMPOTENCY_TABLE",
+    hash_key=KeySpec("idempotencyKey"),  # "<userId>#<Idempotency-Key header>"
+    ttl_attribute="expiresAt",
+)
+TABLES: tuple[TableSpec, ...] = (USERS, REFRESH_TOKENS, PIPELINES, RATINGS, EXECUTIONS, IDEMPOTENCY)
+
+PIPELINES_BUCKET = BucketSpec("pipelines", "PIPELINES_BUCKET", versioned=True)
+UPLOADS_BUCKET = BucketSpec("uploads", "UPLOADS_BUCKET", expire_days=30, cors_put=True)
+RESULTS_BUCKET = BucketSpec("results", "RESULTS_BUCKET", expire_days=30)
+BUCKETS: tuple[BucketSpec, ...] = (PIPELINES_BUCKET, UPLOADS_BUCKET, RESULTS_BUCKET)
+
+# The worker holds an in-queue message for a whole execution and extends visibility by heartbeat, so the
+# initial timeout only has to cover the gap between heartbeats (see gpu_worker.heartbeat).
+IN_QUEUE_VISIBILITY_S = 300
+# The results consumer's Lambda timeout is 30 s; AWS asks for a visibility timeout of at least 6 times it.
+OUT_QUEUE_VISIBILITY_S = 180
+
+
+def in_queue_spec(backend: str) -> QueueSpec:
+    """The in-queue of one inference backend (one queue per backend, each with its own DLQ)."""
+    return QueueSpec(
+        logical_id=f"{backend}-in",
+        env_var="IN_QUEUE_URL",
+        visibility_timeout_s=IN_QUEUE_VISIBILITY_S,
+        max_receive_count=3,
+    )
+
+
+OUT_QUEUE = QueueSpec(
+    logical_id="out",
+    env_var="OUT_QUEUE_URL",
+    visibility_timeout_s=OUT_QUEUE_VISIBILITY_S,
+    max_receive_count=5,
+    dlq_env_var="OUT_DLQ_URL",
+)
+
+BACKENDS: tuple[str, ...] = (DEFAULT_BACKEND,)
+# Backends reach functions as one JSON object {"<backend>": "<in-queue url>"}.
+BACKEND_QUEUES_ENV_VAR = "BACKEND_QUEUES"
+# The in-queue DLQs reach the DLQ handler the same way.
+BACKEND_DLQS_ENV_VAR = "BACKEND_DLQS"
+
+
+@dataclass(frozen=True)
+class ResourceNames:
+    """Physical names of every resource for one stage (and account, for buckets)."""
+
+    stage: str = DEFAULT_STAGE
+    account: str = "000000000000"
+    backends: tuple[str, ...] = field(default=BACKENDS)
+
+    def table(self, spec: TableSpec) -> str:
+        return spec.physical_name(self.stage)
+
+    def bucket(self, spec: BucketSpec) -> str:
+        return spec.physical_name(self.stage, self.account)
+
+    def queue(self, spec: QueueSpec) -> str:
+        return spec.physical_name(self.stage)
+
+    def dlq(self, spec: QueueSpec) -> str:
+        return spec.dlq_physical_name(self.stage)

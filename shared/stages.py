@@ -1,0 +1,202 @@
+"""Stage types, their parameters with defaults and limits, and the resolved request the worker runs.
+
+One place for what a stage may be: the API validates pipelines and overrides with these models,
+`GET /stage-types` lists them, and the worker fills defaults from them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PROMPT_MAX_BYTES = 16 * 1024
+MAX_STAGES = 16
+TEMPLATE_PATTERN = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+PREVIOUS = "previous"
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str | None = Field(default=None, min_length=1, max_length=200, description="Model name; default per type")
+    seed: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="Random seed; when absent, one derived from the execution and stage"
+    )
+
+
+def _multiple_of_8(value: int) -> int:
+    if value % 8:
+        raise ValueError("must be a multiple of 8")
+    return value
+
+
+class Txt2ImgParameters(_Params):
+    steps: int = Field(default=25, ge=1, le=150)
+    guidance_scale: float = Field(default=7.5, ge=0, le=30, alias="guidanceScale")
+    width: int = Field(default=512, ge=64, le=1024)
+    height: int = Field(default=512, ge=64, le=1024)
+    negative_prompt: str | None = Field(default=None, max_length=PROMPT_MAX_BYTES, alias="negativePrompt")
+    scheduler: str | None = Field(default=None, max_length=100, description="Diffusers scheduler class name")
+    num_images: int = Field(default=1, ge=1, le=4, alias="numImages")
+
+    _check_size = field_validator("width", "height")(_multiple_of_8)
+
+
+class Img2ImgParameters(_Params):
+    strength: float = Field(default=0.75, ge=0, le=1)
+    steps: int = Field(default=25, ge=1, le=150)
+    guidance_scale: float = Field(default=7.5, ge=0, le=30, alias="guidanceScale")
+    negative_prompt: str | None = Field(default=None, max_length=PROMPT_MAX_BYTES, alias="negativePrompt")
+
+
+class Txt2TxtParameters(_Params):
+    max_new_tokens: int = Field(default=64, ge=1, le=2048, alias="maxNewTokens")
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    top_p: float = Field(default=0.95, ge=0, le=1, alias="topP")
+
+
+StageType = Literal["txt2txt", "txt2img", "img2img"]
+
+PARAMETER_MODELS: dict[str, type[_Params]] = {
+    "txt2txt": Txt2TxtParameters,
+    "txt2img": Txt2ImgParameters,
+    "img2img": Img2ImgParameters,
+}
+STAGE_DESCRIPTIONS: dict[str, str] = {
+    "txt2txt": "Text to text with a causal language model; outputs text.",
+    "txt2img": "Text to image with a diffusion model; outputs PNG images.",
+    "img2img": "Image to image with a diffusion model; takes the previous stage's image or variables.image.",
+}
+OUTPUT_KINDS: dict[str, str] = {"txt2txt": "text", "txt2img": "image", "img2img": "image"}
+
+
+def parse_parameters(stage_type: str, parameters: dict[str, Any]) -> _Params:
+    """Validate a stage's parameters (camelCase keys, unknown keys rejected); raises pydantic's ValidationError."""
+    return PARAMETER_MODELS[stage_type].model_validate(parameters)
+
+
+def parameters_to_wire(params: _Params) -> dict[str, Any]:
+    """The camelCase form with defaults filled, as stored in request.json."""
+    return params.model_dump(by_alias=True, exclude_none=True)
+
+
+def stage_types_document() -> list[dict[str, Any]]:
+    """What `GET /stage-types` answers: each type with its parameters, defaults and limits (JSON Schema)."""
+    return [
+        {
+            "type": name,
+            "description": STAGE_DESCRIPTIONS[name],
+            "output": OUTPUT_KINDS[name],
+            "parameters": model.model_json_schema(by_alias=True),
+        }
+        for name, model in PARAMETER_MODELS.items()
+    ]
+
+
+def template_variables(text: str) -> set[str]:
+    """Names used as {{name}} in a prompt template ('previous' included if used)."""
+    return set(TEMPLATE_PATTERN.findall(text))
+
+
+def render_template(text: str, variables: dict[str, str], previous: str | None) -> str:
+    """Replace {{previous}} and {{name}}; a name with no value raises KeyError (the caller maps it)."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == PREVIOUS:
+            if previous is None:
+                raise KeyError(PREVIOUS)
+            return previous
+        return variables[name]
+
+    return TEMPLATE_PATTERN.sub(substitute, text)
+
+
+class StageDefinition(BaseModel):
+    """A stage as stored in a pipeline (the seed's format)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: StageType
+    inline: bool = True
+    body: str = Field(max_length=PROMPT_MAX_BYTES)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResolvedStage(BaseModel):
+    """A stage of request.json: parameters validated with defaults filled and overrides applied.
+
+    `body` is the prompt template when inline, else `bodyUri` names the S3 object holding it. Templates are
+    rendered by the worker (it alone knows `{{previous}}`); variables are checked at submission.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    index: int = Field(ge=0)
+    type: StageType
+    body: str | None = None
+    body_uri: str | None = Field(default=None, alias="bodyUri")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutionRequest(BaseModel):
+    """request.json: everything the worker needs, so it never reads the API's tables."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    version: Literal[1] = 1
+    execution_id: str = Field(alias="executionId")
+    pipeline_id: str = Field(alias="pipelineId")
+    user_id: str = Field(alias="userId")
+    backend: str
+    stages: list[ResolvedStage] = Field(min_length=1, max_length=MAX_STAGES)
+    variables: dict[str, str] = Field(default_factory=dict)
+    # An input image for img2img given as variables.image, as an s3:// URI of an upload.
+    image_uri: str | None = Field(default=None, alias="imageUri")
+    created_at: str = Field(alias="createdAt")
+    deadline: str  # ISO time after which the worker fails the execution with TIMEOUT
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+class ResultOutput(BaseModel):
+    """One output in result.json; `key` is the S3 key in the results bucket (images) and `text` inline."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    stage: int
+    index: int
+    type: Literal["text", "image"]
+    content_type: str = Field(alias="contentType")
+    key: str | None = None
+    text: str | None = None
+
+
+class ResultManifest(BaseModel):
+    """result.json, written by the worker beside the outputs at s3://<results>/executions/<id>/."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    version: Literal[1] = 1
+    execution_id: str = Field(alias="executionId")
+    outputs: list[ResultOutput]
+    finished_at: str = Field(alias="finishedAt")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def execution_prefix(execution_id: str) -> str:
+    """Where an execution's request, outputs and manifest live in the results bucket."""
+    return f"executions/{execution_id}/"
+
+
+def request_key(execution_id: str) -> str:
+    return f"{execution_prefix(execution_id)}request.json"
+
+
+def manifest_key(execution_id: str) -> str:
+    return f"{execution_prefix(execution_id)}result.json"
