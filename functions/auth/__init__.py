@@ -1,0 +1,1 @@
+"""Auth: register, login, refresh-token rotation, logout and the caller's profile."""

@@ -1,0 +1,55 @@
+"""Routes of the auth API (API.md, "Auth"): parse, one domain call, answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+
+from functions.auth import logic
+from functions.auth.schemas import Login, RefreshTokenBody, Register, TokenPair, User
+from functions.bound import current_settings
+from functions.http import caller_id
+from functions.openapi import responses
+
+router = APIGatewayRouter()
+
+
+def _json(status: int, model: Any) -> Response[Any]:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=model.model_dump(by_alias=True)
+    )
+
+
+@router.post("/auth/register", summary="Create an account", responses=responses(201, "Created", 400, 409, public=True))
+def register(body: Annotated[Register, Body()]) -> Response[User]:
+    return _json(201, logic.register(body, current_settings()))
+
+
+@router.post("/auth/login", summary="Log in", responses=responses(200, "A token pair", 400, 401, public=True))
+def login(body: Annotated[Login, Body()]) -> Response[TokenPair]:
+    return _json(200, logic.login(body, current_settings()))
+
+
+@router.post(
+    "/auth/refresh", summary="Rotate a refresh token", responses=responses(200, "A new pair", 400, 401, public=True)
+)
+def refresh(body: Annotated[RefreshTokenBody, Body()]) -> Response[TokenPair]:
+    return _json(200, logic.refresh(body.refresh_token, current_settings()))
+
+
+@router.post(
+    "/auth/logout", summary="Revoke a refresh token's family", responses=responses(204, "Revoked", 400, public=True)
+)
+def logout(body: Annotated[RefreshTokenBody, Body()]) -> Response[None]:
+    current_settings()
+    logic.logout(body.refresh_token)
+    return Response(status_code=204)
+
+
+@router.get("/users/me", summary="The caller's profile", responses=responses(200, "The caller"))
+def me() -> Response[User]:
+    current_settings()
+    return _json(200, logic.me(caller_id(router)))

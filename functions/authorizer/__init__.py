@@ -1,0 +1,1 @@
+"""The Lambda authorizer that verifies access tokens for API Gateway."""

@@ -1,0 +1,1 @@
+"""Health, the OpenAPI document of the whole API, and Swagger UI."""

@@ -1,0 +1,85 @@
+"""The executions API's request and response shapes (API.md, "Executions"): pydantic models, camelCase on the wire.
+
+Records never leave the service: `execution_view` is the one mapping from an `ExecutionRecord` to the API's shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+from shared.messages import ErrorInfo, ExecutionStatus, Progress
+from shared.models import ExecutionRecord
+
+
+class _Api(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class SubmitExecution(_Api):
+    """`POST /pipelines/{pipelineId}/executions` body; every field is optional."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    variables: dict[str, str] = Field(default_factory=dict, description="Values of {{name}} templates; image=s3://…")
+    backend: str | None = Field(default=None, max_length=100, description="Inference backend; default gpu-fleet")
+    parameters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-stage parameter overrides, keyed by 0-based stage index"
+    )
+
+
+class Execution(_Api):
+    execution_id: str = Field(alias="executionId")
+    pipeline_id: str = Field(alias="pipelineId")
+    user_id: str = Field(alias="userId")
+    backend: str
+    status: ExecutionStatus
+    progress: Progress | None = None
+    error: ErrorInfo | None = None
+    created_at: str = Field(alias="createdAt")
+    started_at: str | None = Field(default=None, alias="startedAt")
+    finished_at: str | None = Field(default=None, alias="finishedAt")
+    cancel_requested: bool = Field(default=False, alias="cancelRequested")
+
+
+class ExecutionPage(_Api):
+    items: list[Execution]
+    next_cursor: str | None = Field(default=None, alias="nextCursor")
+
+
+class Output(_Api):
+    stage: int
+    index: int
+    type: Literal["text", "image"]
+    content_type: str = Field(alias="contentType")
+    text: str | None = Field(default=None, description="Text outputs, inline")
+    url: str | None = Field(default=None, description="Presigned GET (images, and text stored as a file)")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # API.md: `text` and `url` are present only when they apply.
+        return {k: v for k, v in handler(self).items() if v is not None or k not in {"text", "url"}}
+
+
+class ExecutionResult(_Api):
+    execution_id: str = Field(alias="executionId")
+    outputs: list[Output]
+    expires_in: int = Field(alias="expiresIn")
+
+
+def execution_view(record: ExecutionRecord) -> dict[str, Any]:
+    """The API's execution object for a record (every key present; absent times and errors are null)."""
+    return {
+        "executionId": record.execution_id,
+        "pipelineId": record.pipeline_id,
+        "userId": record.user_id,
+        "backend": record.backend,
+        "status": record.status,
+        "progress": record.progress,
+        "error": record.error,
+        "createdAt": record.created_at,
+        "startedAt": record.started_at,
+        "finishedAt": record.finished_at,
+        "cancelRequested": bool(record.cancel_requested),
+    }

@@ -1,0 +1,91 @@
+"""The HTTP layer every API handler shares: the resolver, error mapping to API.md's body, the caller's id.
+
+A handler module builds its resolver with `make_resolver()`, includes its routers and exposes
+`lambda_handler = make_lambda_handler(app)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.errors import StagehubError, Unauthorized
+
+SERVICE = "stagehub"
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace="Stagehub", service=SERVICE)
+
+
+def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> Response[Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(p) for p in err.get("loc", ())], "message": str(err.get("msg", "")), "type": err.get("type")}
+        for err in exc.errors()
+    ]
+
+
+def make_resolver() -> APIGatewayRestResolver:
+    """A REST resolver with pydantic validation and API.md's error bodies for every failure."""
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    @app.exception_handler(StagehubError)
+    def _domain_error(exc: StagehubError) -> Response[Any]:
+        if exc.status >= 500:
+            logger.exception("dependency failure")
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(exc: RequestValidationError) -> Response[Any]:
+        details = _validation_details(exc)
+        if any(d["type"] in {"json_invalid", "model_attributes_type"} and d["loc"][:1] == ["body"] for d in details):
+            return error_response(400, "BAD_REQUEST", "the body is not a JSON object", details)
+        if any(d["loc"][:1] == ["query"] for d in details) and all(d["loc"][:1] != ["body"] for d in details):
+            return error_response(422, "VALIDATION_FAILED", "invalid query parameters", details)
+        return error_response(422, "VALIDATION_FAILED", "the request failed validation", details)
+
+    @app.not_found
+    def _not_found(exc: NotFoundError) -> Response[Any]:
+        return error_response(404, "NOT_FOUND", "no such route")
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response[Any]:
+        logger.exception("unhandled error")
+        return error_response(500, "INTERNAL_ERROR", "internal error")
+
+    return app
+
+
+def caller_id(app: APIGatewayRestResolver | APIGatewayRouter) -> str:
+    """The authenticated user's id, put into the request context by the authorizer (resolver or router)."""
+    authorizer = app.current_event.request_context.authorizer
+    user_id = authorizer.get("userId") if authorizer else None
+    if not user_id:
+        raise Unauthorized("missing or invalid access token")
+    return str(user_id)
+
+
+def make_lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """The Lambda entry point for `app`, with correlation ids, tracing and metrics."""
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return app.resolve(event, context)
+
+    return lambda_handler

@@ -1,0 +1,1 @@
+"""Pipelines: create, list, read and delete pipelines; ratings; the stage types the deployment supports."""

@@ -1,0 +1,1 @@
+"""Uploads: presigned PUT URLs for long prompts and input images, under the caller's own prefix."""

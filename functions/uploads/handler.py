@@ -1,0 +1,8 @@
+"""Lambda entry point of the uploads function."""
+
+from functions.http import make_lambda_handler, make_resolver
+from functions.uploads.routes import router
+
+app = make_resolver()
+app.include_router(router)
+lambda_handler = make_lambda_handler(app)

@@ -1,0 +1,37 @@
+"""The dead-letter decision: fail open executions with RETRIES_EXHAUSTED, leave final and missing ones alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from functions.dlq.logic import RETRIES_EXHAUSTED, fail_dead_lettered
+from shared import resources as res
+from shared.messages import ExecutionStatus, InQueueMessage
+from tests.unit.execution_fakes import FakeStore, record
+
+MESSAGE = InQueueMessage(executionId="e1", resUri="s3://results/executions/e1/request.json")
+
+
+@pytest.mark.parametrize(("status", "started"), [(ExecutionStatus.QUEUED, False), (ExecutionStatus.RUNNING, True)])
+def test_open_executions_fail_with_the_reason(status: ExecutionStatus, started: bool) -> None:
+    store = FakeStore(record(status))
+    assert fail_dead_lettered(store, MESSAGE) is True  # type: ignore[arg-type]
+    ((name, kwargs),) = store.writes
+    assert name == "finish"
+    assert kwargs["status"] is ExecutionStatus.FAILED
+    assert kwargs["error"]["code"] == RETRIES_EXHAUSTED
+    receives = res.in_queue_spec("gpu-fleet").max_receive_count
+    assert f"after {receives} receives" in kwargs["error"]["message"]
+    assert kwargs["started"] is started
+
+
+@pytest.mark.parametrize("status", [ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED])
+def test_final_executions_are_left_alone(status: ExecutionStatus) -> None:
+    store = FakeStore(record(status))
+    assert fail_dead_lettered(store, MESSAGE) is False  # type: ignore[arg-type]
+    assert store.writes == []
+
+
+def test_missing_executions_and_lost_races_are_no_failure() -> None:
+    assert fail_dead_lettered(FakeStore(None), MESSAGE) is False  # type: ignore[arg-type]
+    assert fail_dead_lettered(FakeStore(record(), applies=False), MESSAGE) is False  # type: ignore[arg-type]
