@@ -22,7 +22,10 @@ class _Params(BaseModel):
 
     model: str | None = Field(default=None, min_length=1, max_length=200, description="Model name; default per type")
     seed: int | None = Field(
-        default=None, ge=0, le=2**63 - 1, description="Random seed; when absent, one derived from the execution and stage"
+        default=None,
+        ge=0,
+        le=2**63 - 1,
+        description="Random seed; when absent, one derived from the execution and stage",
     )
 
 

@@ -1,0 +1,47 @@
+"""The worker's side of the out-queue contract: started, progress and finished events."""
+
+from __future__ import annotations
+
+from shared.messages import ErrorInfo, ExecutionStatus, OutEvent, OutQueueMessage, Progress
+from shared.queues import QueueClient
+
+
+class EventSender:
+    def __init__(self, queues: QueueClient, out_queue_url: str) -> None:
+        self._queues = queues
+        self._url = out_queue_url
+
+    def _send(self, message: OutQueueMessage) -> None:
+        self._queues.send(self._url, message.to_json())
+
+    def started(self, execution_id: str, progress: Progress) -> None:
+        self._send(OutQueueMessage(executionId=execution_id, event=OutEvent.STARTED, progress=progress))
+
+    def progress(self, execution_id: str, progress: Progress) -> None:
+        self._send(OutQueueMessage(executionId=execution_id, event=OutEvent.PROGRESS, progress=progress))
+
+    def succeeded(self, execution_id: str, result_uri: str, stages: int) -> None:
+        done = Progress(stage=stages, stages=stages, step=0, steps=0, percent=100)
+        self._send(
+            OutQueueMessage(
+                executionId=execution_id,
+                event=OutEvent.FINISHED,
+                status=ExecutionStatus.SUCCEEDED,
+                success=True,
+                executionUri=result_uri,
+                progress=done,
+            )
+        )
+
+    def failed(self, execution_id: str, code: str, message: str) -> None:
+        self._send(
+            OutQueueMessage(
+                executionId=execution_id,
+                event=OutEvent.FINISHED,
+                status=ExecutionStatus.FAILED,
+                error=ErrorInfo(code=code, message=message),
+            )
+        )
+
+    def cancelled(self, execution_id: str) -> None:
+        self._send(OutQueueMessage(executionId=execution_id, event=OutEvent.FINISHED, status=ExecutionStatus.CANCELLED))

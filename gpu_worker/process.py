@@ -1,0 +1,57 @@
+"""One worker process: settings from the environment, clients, warm-up, then the loop until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from gpu_worker.worker import Worker
+from shared.aws import client
+from shared.models import bind_models
+from shared.queues import QueueClient
+from shared.resources import IN_QUEUE_VISIBILITY_S
+from shared.settings import get_settings
+from shared.storage import BlobStore
+
+log = logging.getLogger("gpu_worker")
+STOP_GRACE_S = 25.0  # under systemd's TimeoutStopSec and the ASG lifecycle hook's heartbeat
+
+
+def _queue_visibility(sqs: object, queue_url: str) -> int:
+    try:
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"])  # type: ignore[attr-defined]
+        return int(attributes["Attributes"]["VisibilityTimeout"])
+    except Exception:  # the heartbeat still works with the definition's value
+        log.warning("could not read the queue's visibility timeout; using %d s", IN_QUEUE_VISIBILITY_S)
+        return IN_QUEUE_VISIBILITY_S
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    if not settings.in_queue_url or not settings.out_queue_url:
+        log.error("IN_QUEUE_URL and OUT_QUEUE_URL must be set")
+        return 2
+    bind_models(settings)
+    sqs = client("sqs", settings)
+    worker = Worker(
+        settings,
+        blobs=BlobStore(client("s3", settings)),
+        queues=QueueClient(sqs),
+        visibility_s=_queue_visibility(sqs, settings.in_queue_url),
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("loading and warming up models on %s", worker.registry.device)
+    worker.registry.warm_up()
+    log.info("polling %s", settings.in_queue_url)
+    worker.run(stop, grace_s=STOP_GRACE_S)
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""txt2txt: text generation with a causal language model, a batch of prompts in one `generate` call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from gpu_worker.stages import StageCancelled, StageHooks, StageItem, StageOutput
+from gpu_worker.stages._torch import classified_failures, seed_of
+from shared.errors import BadInput
+
+
+class _StepReporter(StoppingCriteria):
+    """Reports each generated token as a step and stops generation when every item was cancelled."""
+
+    def __init__(self, hooks: StageHooks, prompt_length: int, max_new_tokens: int) -> None:
+        self._hooks = hooks
+        self._prompt_length = prompt_length
+        self._max_new_tokens = max_new_tokens
+        self.cancelled = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        self._hooks.on_step(input_ids.shape[1] - self._prompt_length, self._max_new_tokens)
+        self.cancelled = self._hooks.should_stop()
+        return torch.full((input_ids.shape[0],), self.cancelled, dtype=torch.bool, device=input_ids.device)
+
+
+class TextToText:
+    def warm_up_parameters(self) -> dict[str, Any]:
+        return {"maxNewTokens": 2, "temperature": 0.0, "topP": 1.0}
+
+    def run(self, items: list[StageItem], model_name: str, registry: Any, hooks: StageHooks) -> list[StageOutput]:
+        model, tokenizer = registry.causal_lm(model_name)
+        shared = items[0].params
+        max_new_tokens, temperature = int(shared["maxNewTokens"]), float(shared["temperature"])
+        context = int(getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 0))
+        encoded = tokenizer([item.prompt for item in items], return_tensors="pt", padding=True)
+        prompt_length = encoded["input_ids"].shape[1]
+        if context and prompt_length + max_new_tokens > context:
+            raise BadInput(f"prompt ({prompt_length} tokens) + maxNewTokens exceeds the model's {context} tokens")
+        reporter = _StepReporter(hooks, prompt_length, max_new_tokens)
+        sampling: dict[str, Any] = {"do_sample": False}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": float(shared["topP"])}
+        with classified_failures(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed_of(items[0].params))
+            generated = model.generate(
+                **encoded.to(model.device),
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([reporter]),
+                **sampling,
+            )
+        if reporter.cancelled:
+            raise StageCancelled
+        texts = tokenizer.batch_decode(generated[:, prompt_length:], skip_special_tokens=True)
+        return [StageOutput(texts=[text.strip()]) for text in texts]
+
+
+RUNNER = TextToText()

@@ -1,0 +1,281 @@
+"""The GPU worker on the moto stack with the tiny models: real queues, S3, DynamoDB, diffusers and transformers.
+
+Executions are submitted through the executions Lambda handler onto queues private to each test; the
+out-queue and DLQ consumers (the same Lambda handlers, fed SQS events) bring the worker's events back into the
+execution records, as in AWS.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from gpu_worker import worker as worker_module
+from gpu_worker.tiny_models import local_models_env
+from gpu_worker.worker import Worker
+from local.consumers import QueueConsumers
+from shared.aws import client
+from shared.messages import ExecutionStatus
+from shared.models import ExecutionRecord
+from shared.queues import QueueClient
+from shared.settings import Settings, get_settings
+from shared.stages import execution_prefix
+from shared.storage import BlobStore
+from tests.integration.executions_support import call_api, make_pipeline, new_id, private_queues, submit
+
+pytestmark = pytest.mark.timeout(240)
+
+SHORT_VISIBILITY_S = 4  # the worker's heartbeat keeps held messages invisible; a dead worker's come back fast
+FINAL = {s.value for s in (ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def env(
+    stack_env: Settings, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path, request: pytest.FixtureRequest
+) -> Settings:
+    """Private queues (short visibility), the tiny models, and a worker that answers quickly."""
+    for name, value in local_models_env(tiny_models_dir).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("POLL_WAIT_S", "1")
+    monkeypatch.setenv("DEVICE", "cpu")
+    monkeypatch.setenv("PROGRESS_INTERVAL_S", "0")
+    return private_queues(stack_env, monkeypatch, in_visibility_s=SHORT_VISIBILITY_S)
+
+
+@pytest.fixture
+def consumers(env: Settings) -> Iterator[QueueConsumers]:
+    running = QueueConsumers(env, wait_s=1).start()
+    yield running
+    running.stop()
+
+
+class RunningWorker:
+    """A Worker in a thread of this process (the compute loop, with its intake, upload and event threads)."""
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        self.worker = Worker(
+            settings,
+            blobs=BlobStore(client("s3", settings)),
+            queues=QueueClient(client("sqs", settings)),
+            visibility_s=SHORT_VISIBILITY_S,
+            **options,
+        )
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.worker.run, args=(self.stop, 10.0), daemon=True)
+
+    def __enter__(self) -> Worker:
+        self.thread.start()
+        return self.worker
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def record(execution_id: str) -> ExecutionRecord:
+    return ExecutionRecord.get(execution_id, consistent_read=True)
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 120, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_final(execution_id: str, timeout_s: float = 120.0) -> ExecutionRecord:
+    return wait_for(lambda: (r := record(execution_id)).status in FINAL and r, timeout_s, f"{execution_id} to finish")  # type: ignore[no-any-return]
+
+
+def result_objects(settings: Settings, execution_id: str) -> set[str]:
+    listed = client("s3", settings).list_objects_v2(
+        Bucket=settings.results_bucket, Prefix=execution_prefix(execution_id)
+    )
+    return {item["Key"].removeprefix(execution_prefix(execution_id)) for item in listed.get("Contents", [])}
+
+
+def queue_depth(settings: Settings, url: str) -> int:
+    attributes = client("sqs", settings).get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def start(pipeline_id: str, user: str, variables: dict[str, str] | None = None) -> str:
+    status, body = submit(pipeline_id, user, {"variables": variables or {}})
+    assert status == 202, body
+    return str(body["executionId"])
+
+
+TXT2IMG = [{"type": "txt2img", "inline": True, "body": "a fox", "parameters": {"steps": 2, "width": 64, "height": 64}}]
+CHAIN = [
+    {"type": "txt2txt", "inline": True, "body": "describe {{subject}}", "parameters": {"maxNewTokens": 8}},
+    {"type": "txt2img", "inline": True, "body": "{{previous}}", "parameters": {"steps": 2, "width": 64, "height": 96}},
+    {"type": "img2img", "inline": True, "body": "oil painting", "parameters": {"steps": 4, "strength": 0.5}},
+]
+
+
+def test_a_three_stage_chain_runs_end_to_end(env: Settings, consumers: QueueConsumers) -> None:
+    user = new_id()
+    execution_id = start(make_pipeline(env, CHAIN), user, {"subject": "a fox"})
+    with RunningWorker(env):
+        done = wait_final(execution_id)
+    assert done.status == "SUCCEEDED", done.error
+    assert done.progress["percent"] == 100
+    assert done.progress["stage"] == 3
+    assert done.started_at
+    assert done.finished_at
+
+    status, result = call_api("GET", f"/executions/{execution_id}/result", user)
+    assert status == 200, result
+    outputs = result["outputs"]
+    assert [(o["stage"], o["type"]) for o in outputs] == [(0, "text"), (1, "image"), (2, "image")]
+    assert outputs[0]["text"].strip()
+    for output in outputs[1:]:
+        png = httpx.get(output["url"], timeout=10).content
+        with Image.open(io.BytesIO(png)) as image:
+            assert (image.format, image.size) == ("PNG", (64, 96))
+    assert result_objects(env, execution_id) == {"request.json", "result.json", "stage-1-0.png", "stage-2-0.png"}
+    assert queue_depth(env, env.in_queue_url) == 0
+
+
+def test_an_execution_cancelled_while_queued_never_starts(env: Settings, consumers: QueueConsumers) -> None:
+    user = new_id()
+    execution_id = start(make_pipeline(env, TXT2IMG), user)
+    status, body = call_api("POST", f"/executions/{execution_id}/cancel", user)
+    assert (status, body["status"]) == (202, "CANCELLED")
+    with RunningWorker(env):
+        wait_for(lambda: queue_depth(env, env.in_queue_url) == 0, 30, "the worker to drop the message")
+        time.sleep(1.5)  # any stray event would have been consumed by now
+    cancelled = record(execution_id)
+    assert (cancelled.status, cancelled.started_at) == ("CANCELLED", None)
+    assert result_objects(env, execution_id) <= {"request.json"}
+
+
+def test_cancelling_a_running_execution_stops_it_and_keeps_no_outputs(env: Settings, consumers: QueueConsumers) -> None:
+    user = new_id()
+    slow = [{"type": "txt2img", "inline": True, "body": "x", "parameters": {"steps": 150, "width": 64, "height": 64}}]
+    execution_id = start(make_pipeline(env, slow), user)
+    with RunningWorker(env):
+        wait_for(lambda: record(execution_id).status == "RUNNING", 60, "RUNNING")
+        status, body = call_api("POST", f"/executions/{execution_id}/cancel", user)
+        assert status == 202
+        assert body["cancelRequested"] is True
+        done = wait_final(execution_id, 60)
+    assert done.status == "CANCELLED"
+    assert not {key for key in result_objects(env, execution_id) if key.endswith(".png") or key == "result.json"}
+    assert queue_depth(env, env.in_queue_url) == 0
+
+
+def test_a_worker_killed_mid_stage_is_replaced_and_the_execution_completes(
+    env: Settings, consumers: QueueConsumers
+) -> None:
+    """SIGKILL: no goodbye, the message's visibility lapses, and another worker finishes the execution."""
+    user = new_id()
+    slow = [{"type": "txt2img", "inline": True, "body": "x", "parameters": {"steps": 40, "width": 64, "height": 64}}]
+    execution_id = start(make_pipeline(env, slow), user)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "gpu_worker.process"], env=dict(os.environ), cwd=ROOT, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: (record(execution_id).progress or {}).get("step", 0) >= 1, 90, "the first worker's steps")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert record(execution_id).status == "RUNNING"
+    finally:
+        if first.poll() is None:
+            first.kill()
+    with RunningWorker(env):
+        done = wait_final(execution_id, 120)
+    assert done.status == "SUCCEEDED", done.error
+    assert "stage-0-0.png" in result_objects(env, execution_id)
+
+
+def test_duplicate_deliveries_produce_one_result(env: Settings, consumers: QueueConsumers) -> None:
+    user = new_id()
+    execution_id = start(make_pipeline(env, TXT2IMG), user)
+    sqs = client("sqs", env)
+    [message] = sqs.receive_message(QueueUrl=env.in_queue_url, WaitTimeSeconds=1)["Messages"]
+    sqs.change_message_visibility(
+        QueueUrl=env.in_queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+    sqs.send_message(QueueUrl=env.in_queue_url, MessageBody=message["Body"])  # the same message, delivered twice
+
+    rendered: list[bytes] = []
+    upload = Worker._upload_image
+
+    def keep(self: Worker, job: Any, key: str, image: Any) -> None:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        rendered.append(buffer.getvalue())
+        upload(self, job, key, image)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Worker, "_upload_image", keep)
+        with RunningWorker(env):
+            done = wait_final(execution_id)
+            wait_for(lambda: queue_depth(env, env.in_queue_url) == 0, 30, "both deliveries to be done")
+    assert done.status == "SUCCEEDED"
+    assert 1 <= len(rendered) <= 2
+    assert len(set(rendered)) == 1
+    stored = client("s3", env).get_object(
+        Bucket=env.results_bucket, Key=f"{execution_prefix(execution_id)}stage-0-0.png"
+    )
+    assert stored["Body"].read() == rendered[0]
+    assert result_objects(env, execution_id) == {"request.json", "result.json", "stage-0-0.png"}
+
+
+def test_a_poison_message_ends_in_the_dlq_and_its_execution_failed(
+    env: Settings, consumers: QueueConsumers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message that crashes every attempt is received maxReceiveCount times, dead-lettered, and failed."""
+
+    class Crashing:
+        def run(self, *args: Any) -> Any:
+            raise RuntimeError("segfault-like failure in the model")
+
+    monkeypatch.setattr(worker_module, "runner_for", lambda stage_type: Crashing())
+    user = new_id()
+    execution_id = start(make_pipeline(env, TXT2IMG), user)
+    client("sqs", env).send_message(QueueUrl=env.in_queue_url, MessageBody="not even json")
+    with RunningWorker(env, retry_backoff_s=0):
+        done = wait_final(execution_id, 90)
+        wait_for(lambda: queue_depth(env, env.in_queue_url) == 0, 60, "the in-queue to empty")
+    assert done.status == "FAILED"
+    assert done.error["code"] == "RETRIES_EXHAUSTED"
+    assert "dead-letter" in done.error["message"]
+    wait_for(lambda: queue_depth(env, env.backend_dlqs["gpu-fleet"]) == 0, 30, "the DLQ handler to drain")
+
+
+def test_a_stage_the_model_cannot_do_fails_with_bad_input(env: Settings, consumers: QueueConsumers) -> None:
+    user = new_id()
+    too_long = [{"type": "txt2txt", "inline": True, "body": "x", "parameters": {"maxNewTokens": 2048}}]
+    execution_id = start(make_pipeline(env, too_long), user)
+    with RunningWorker(env):
+        done = wait_final(execution_id)
+    assert done.status == "FAILED"
+    assert done.error["code"] == "BAD_INPUT"
+    assert "maxNewTokens" in done.error["message"]
+
+
+def test_settings_reach_the_worker(env: Settings) -> None:
+    settings = get_settings()
+    assert settings.in_queue_url == env.in_queue_url
+    assert json.loads(os.environ["MODELS"])
