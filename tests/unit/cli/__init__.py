@@ -1,0 +1,1 @@
+"""Tests of the Python client and the stagehub command line."""
