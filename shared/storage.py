@@ -99,15 +99,18 @@ class BlobStore:
 
     def download_prefix(self, bucket: str, prefix: str, destination: Path) -> int:
         """Copy every object under `prefix` into `destination` (keeping relative paths); returns the count."""
+        from s3transfer.manager import TransferManager  # parallel ranged GETs for large weights; only the worker
+
         count = 0
         try:
-            paginator = self._s3.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    target = destination / item["Key"][len(prefix) :].lstrip("/")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    self._s3.download_file(bucket, item["Key"], str(target))
-                    count += 1
+            with TransferManager(self._s3) as transfers:
+                paginator = self._s3.get_paginator("list_objects_v2")
+                for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                    for item in page.get("Contents", []):
+                        target = destination / item["Key"][len(prefix) :].lstrip("/")
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        transfers.download(bucket, item["Key"], str(target)).result()
+                        count += 1
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"s3://{bucket}/{prefix}") from exc
         return count

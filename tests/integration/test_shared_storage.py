@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import boto3
 import httpx
@@ -71,3 +72,14 @@ def test_queue_errors_become_typed_transient_errors(stack_env: Settings) -> None
     queues = QueueClient(boto3.client("sqs", endpoint_url=stack_env.aws_endpoint_url, region_name="us-east-1"))
     with pytest.raises(QueueUnavailable):
         queues.send(f"{stack_env.aws_endpoint_url}/123456789012/no-such-queue", "x")
+
+
+def test_download_prefix_copies_a_model_directory(stack_env: Settings, tmp_path: Path) -> None:
+    """How the worker fetches weights named by an s3:// model source."""
+    store = BlobStore(client("s3", stack_env))
+    bucket, prefix = stack_env.uploads_bucket, f"models/{uuid.uuid4()}/"
+    store.put_bytes(bucket, f"{prefix}model_index.json", b"{}", "application/json")
+    store.put_bytes(bucket, f"{prefix}unet/weights.bin", b"\x00" * 70_000, "application/octet-stream")
+    assert store.download_prefix(bucket, prefix, tmp_path / "m") == 2
+    assert (tmp_path / "m" / "model_index.json").read_bytes() == b"{}"
+    assert (tmp_path / "m" / "unet" / "weights.bin").stat().st_size == 70_000
