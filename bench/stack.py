@@ -1,0 +1,75 @@
+"""The moto stack for benchmarks: moto in its own process (as AWS is outside the worker's), the API in this one.
+
+The worker under test runs in this process; moto's request handling must not compete with it for the GIL,
+so moto is a separate `moto_server` process here (the local stack runs it in-process for simplicity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from gpu_worker.tiny_models import ensure_tiny_models, local_models_env
+from local.provision import provision
+from shared.models import bind_models
+from shared.settings import Settings, get_settings
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def moto_process() -> Iterator[str]:
+    port = _free_port()
+    server = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(f"{endpoint}/moto-api/", timeout=1)
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("moto_server did not start")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextlib.contextmanager
+def bench_stack(models_dir: Path, **overrides: str) -> Iterator[Settings]:
+    """Moto with every resource, the tiny models, and this process's environment pointed at them."""
+    ensure_tiny_models(models_dir)
+    with moto_process() as endpoint:
+        env = provision(endpoint) | local_models_env(models_dir) | {"DEVICE": os.environ.get("DEVICE", "auto")}
+        env |= {"POLL_WAIT_S": "20", "POWERTOOLS_METRICS_DISABLED": "true"} | overrides
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        get_settings.cache_clear()
+        try:
+            settings = get_settings()
+            bind_models(settings)
+            yield settings
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            get_settings.cache_clear()
