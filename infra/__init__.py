@@ -1,0 +1,1 @@
+"""The CDK app's constructs: data, queues, API, GPU fleet and monitoring, wired by `infra.stack`."""

@@ -1,0 +1,58 @@
+"""The stack of one stagehub stage: data, queues, functions, API, a GPU fleet per backend, monitoring."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from infra.api import Api
+from infra.config import StagehubConfig
+from infra.data import Data
+from infra.functions import Functions
+from infra.gpu_fleet import GpuFleet
+from infra.monitoring import Monitoring
+from infra.queues import Queues
+from shared import resources as res
+
+
+def stack_name(config: StagehubConfig) -> str:
+    return f"stagehub-{config.stage}"
+
+
+class StagehubStack(cdk.Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: StagehubConfig, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        names = res.ResourceNames(stage=config.stage, account=cdk.Aws.ACCOUNT_ID)
+        self.data = Data(self, "Data", config=config, names=names)
+        self.queues = Queues(self, "Queues", config=config, names=names)
+        self.functions = Functions(self, "Functions", config=config, data=self.data, queues=self.queues)
+        self.api = Api(self, "Api", config=config, functions=self.functions)
+        self.fleets = [
+            GpuFleet(
+                self, f"Fleet{_pascal(backend)}", config=config, backend=backend, data=self.data, queues=self.queues
+            )
+            for backend in names.backends
+        ]
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            config=config,
+            rest_api=self.api.rest_api,
+            functions=self.functions,
+            queues=self.queues,
+            fleets=self.fleets,
+        )
+        cdk.CfnOutput(self, "ApiUrl", value=self.api.rest_api.url, description="Base URL of the API (API.md)")
+        cdk.CfnOutput(
+            self,
+            "DashboardUrl",
+            value=f"https://console.aws.amazon.com/cloudwatch/home?region={self.region}#dashboards:name="
+            f"{self.monitoring.dashboard.dashboard_name}",
+        )
+        cdk.CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+        for fleet in self.fleets:
+            cdk.CfnOutput(self, f"{_pascal(fleet.backend)}GroupName", value=fleet.group_name)
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("-"))

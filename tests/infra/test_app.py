@@ -1,0 +1,60 @@
+"""The app as a whole: synthesizes fast enough (cdk-nag: test_nag.py); context is validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.config import StagehubConfig
+from infra.packaging import FUNCTION_PACKAGES, stage_packages
+from tests.infra.conftest import Synthesized
+
+
+def test_synth_is_fast(synthesized: Synthesized) -> None:
+    assert synthesized.seconds < 60
+
+
+def test_function_asset_holds_only_functions_and_shared() -> None:
+    root = Path(stage_packages(FUNCTION_PACKAGES, "test-functions-"))
+    assert {p.name for p in root.iterdir()} == {"functions", "shared"}
+    assert (root / "functions" / "routes.py").exists()
+    assert not list(root.rglob("__pycache__"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"min_gpu_instances": 3, "max_gpu_instances": 2}, "minGpuInstances"),
+        ({"max_gpu_instances": 0}, "maxGpuInstances"),
+        ({"stage": "Prod_1"}, "stage"),
+        ({"account": "12345"}, "account"),
+        ({"default_models": {"txt2img": "missing"}}, "defaultModels"),
+        ({"max_receive_count": 0}, "maxReceiveCount"),
+        ({"nat_gateways": 0}, "natGateways"),
+    ],
+)
+def test_invalid_context_is_refused(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StagehubConfig(**changes)
+
+
+def test_context_strings_from_the_command_line_are_parsed() -> None:
+    class FakeNode:
+        values = {
+            "stage": "qa",
+            "warmPool": "true",
+            "maxGpuInstances": "5",
+            "models": '{"m": {"kind": "diffusers", "source": "s3://b/m/"}}',
+            "defaultModels": '{"txt2img": "m"}',
+            "alarmEmail": "",
+        }
+
+        def try_get_context(self, key: str) -> object:
+            return self.values.get(key)
+
+    config = StagehubConfig.from_context(FakeNode())  # type: ignore[arg-type]
+    assert (config.stage, config.warm_pool, config.max_gpu_instances) == ("qa", True, 5)
+    assert config.models["m"].source == "s3://b/m/"
+    assert config.alarm_email is None
+    assert config.min_gpu_instances == 0

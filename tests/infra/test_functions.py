@@ -1,0 +1,167 @@
+"""Lambda functions: handlers by string, runtime and architecture, environment naming the real resources,
+least-privilege roles with none of our own wildcard actions, and the queue consumers' event sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from functions import routes
+from infra.functions import HANDLER_ENTRY, function_specs
+from infra.packaging import LAMBDA_RUNTIME, REPO_ROOT
+from shared import resources as res
+from shared.settings import Settings
+from tests.infra.conftest import Synthesized
+
+SPECS = function_specs()
+
+
+def _function(synthesized: Synthesized, name: str) -> dict[str, Any]:
+    return synthesized.resources[synthesized.logical_id(synthesized.stack.functions[name])]["Properties"]
+
+
+def test_one_function_per_api_function_plus_authorizer_and_consumers(synthesized: Synthesized) -> None:
+    expected = {*routes.API_FUNCTIONS, "authorizer", "results", "dlq"}
+    assert set(synthesized.stack.functions.functions) == expected
+    synthesized.template.resource_count_is("AWS::Lambda::Function", len(expected))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_handler_runtime_and_layer(synthesized: Synthesized, spec: Any) -> None:
+    props = _function(synthesized, spec.name)
+    assert props["Handler"] == f"{spec.module}.{HANDLER_ENTRY}"
+    module_file = REPO_ROOT / Path(*spec.module.split(".")).with_suffix(".py")
+    assert module_file.exists(), f"{spec.module} has no source file"
+    assert props["Runtime"] == LAMBDA_RUNTIME.name
+    assert props["Architectures"] == ["arm64"]
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    layer_id = synthesized.logical_id(synthesized.stack.functions.layer)
+    assert props["Layers"] == [{"Ref": layer_id}]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_environment_names_real_resources(synthesized: Synthesized, spec: Any) -> None:
+    env = _function(synthesized, spec.name)["Environment"]["Variables"]
+    stack = synthesized.stack
+    for table in res.TABLES:
+        assert env[table.env_var] == {"Ref": synthesized.logical_id(stack.data.table(table))}
+    for bucket in res.BUCKETS:
+        assert env[bucket.env_var] == {"Ref": synthesized.logical_id(stack.data.bucket(bucket))}
+    assert env[res.OUT_QUEUE.env_var] == {"Ref": synthesized.logical_id(stack.queues.out.queue)}
+    backend_queues = json.dumps(env[res.BACKEND_QUEUES_ENV_VAR])
+    for backend, pair in stack.queues.in_queues.items():
+        assert backend in backend_queues
+        assert synthesized.logical_id(pair.queue) in backend_queues
+        assert synthesized.logical_id(pair.dlq) in json.dumps(env[res.BACKEND_DLQS_ENV_VAR])
+    assert env["STAGE"] == "test"
+    assert json.loads(env["MODELS"])["tiny-sd"]["kind"] == "diffusers"
+    assert json.loads(env["DEFAULT_MODELS"]) == {"txt2img": "tiny-sd", "txt2txt": "tiny-lm"}
+    # Every variable is a Settings field (or Powertools' own): no name the functions would ignore.
+    fields = {name.upper() for name in Settings.model_fields}
+    assert {name for name in env if not name.startswith("POWERTOOLS_") and name != "LOG_LEVEL"} <= fields
+    secret_id = synthesized.logical_id(stack.functions.jwt_secret)
+    if spec.reads_secret:
+        assert env["JWT_SECRET_ARN"] == {"Ref": secret_id}
+    else:
+        assert "JWT_SECRET_ARN" not in env
+
+
+def _statements(synthesized: Synthesized, role_name: str) -> list[dict[str, Any]]:
+    role = synthesized.stack.functions[role_name].role
+    role_id = synthesized.logical_id(role)
+    found = []
+    for policy in synthesized.of_type("AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            found.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return found
+
+
+def _actions(statements: list[dict[str, Any]]) -> set[str]:
+    actions: set[str] = set()
+    for statement in statements:
+        value = statement["Action"]
+        actions.update([value] if isinstance(value, str) else value)
+    return actions
+
+
+def _resources_of(statements: list[dict[str, Any]], action: str) -> str:
+    return json.dumps([s["Resource"] for s in statements if action in _actions([s])])
+
+
+def _is_wildcard(action: str) -> bool:
+    return action == "*" or action.endswith(":*")
+
+
+def test_no_wildcard_actions_anywhere(synthesized: Synthesized) -> None:
+    documents = [p["Properties"]["PolicyDocument"] for p in synthesized.of_type("AWS::IAM::Policy").values()]
+    for role in synthesized.of_type("AWS::IAM::Role").values():
+        documents += [policy["PolicyDocument"] for policy in role["Properties"].get("Policies", [])]
+    assert documents
+    wildcards = [action for document in documents for action in _actions(document["Statement"]) if _is_wildcard(action)]
+    assert wildcards == []
+
+
+def test_auth_reaches_users_tokens_and_the_secret_only(synthesized: Synthesized) -> None:
+    statements = _statements(synthesized, "auth")
+    text = json.dumps(statements)
+    data = synthesized.stack.data
+    assert synthesized.logical_id(data.table(res.USERS)) in text
+    assert synthesized.logical_id(data.table(res.REFRESH_TOKENS)) in text
+    assert synthesized.logical_id(synthesized.stack.functions.jwt_secret) in _resources_of(
+        statements, "secretsmanager:GetSecretValue"
+    )
+    for other in (res.EXECUTIONS, res.PIPELINES, res.IDEMPOTENCY):
+        assert synthesized.logical_id(data.table(other)) not in text
+    assert not any(action.startswith(("s3:", "sqs:")) for action in _actions(statements))
+
+
+def test_authorizer_reads_only_the_secret(synthesized: Synthesized) -> None:
+    actions = _actions(_statements(synthesized, "authorizer"))
+    assert "secretsmanager:GetSecretValue" in actions
+    assert not any(action.startswith(("dynamodb:", "s3:", "sqs:")) for action in actions)
+
+
+def test_uploads_may_only_put_objects(synthesized: Synthesized) -> None:
+    s3_actions = {a for a in _actions(_statements(synthesized, "uploads")) if a.startswith("s3:")}
+    assert s3_actions
+    assert all(action.startswith("s3:PutObject") or action == "s3:Abort*" for action in s3_actions)
+
+
+def test_executions_send_to_in_queues_and_manage_results(synthesized: Synthesized) -> None:
+    statements = _statements(synthesized, "executions")
+    stack = synthesized.stack
+    send = _resources_of(statements, "sqs:SendMessage")
+    for pair in stack.queues.in_queues.values():
+        assert synthesized.logical_id(pair.queue) in send
+    results = synthesized.logical_id(stack.data.bucket(res.RESULTS_BUCKET))
+    assert results in _resources_of(statements, "s3:DeleteObject*")
+    assert results in _resources_of(statements, "s3:PutObject")
+    assert synthesized.logical_id(stack.data.table(res.IDEMPOTENCY)) in _resources_of(statements, "dynamodb:PutItem")
+    assert synthesized.logical_id(stack.data.table(res.PIPELINES)) not in _resources_of(statements, "dynamodb:PutItem")
+
+
+@pytest.mark.parametrize("name", ["results", "dlq", "docs"])
+def test_consumers_and_docs_touch_no_bucket_or_queue_send(synthesized: Synthesized, name: str) -> None:
+    actions = _actions(_statements(synthesized, name))
+    assert "sqs:SendMessage" not in actions
+    assert not any(action.startswith("s3:") for action in actions)
+
+
+def test_event_sources_report_batch_item_failures(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    mappings = {
+        (m["Properties"]["FunctionName"]["Ref"], m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]): m["Properties"]
+        for m in synthesized.of_type("AWS::Lambda::EventSourceMapping").values()
+    }
+    expected = {(synthesized.logical_id(stack.functions["results"]), synthesized.logical_id(stack.queues.out.queue))}
+    expected |= {
+        (synthesized.logical_id(stack.functions["dlq"]), synthesized.logical_id(pair.dlq))
+        for pair in stack.queues.in_queues.values()
+    }
+    assert set(mappings) == expected
+    for props in mappings.values():
+        assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert 1 <= props["BatchSize"] <= 10
