@@ -1,12 +1,13 @@
 """Whether an execution should stop: cancelled, cancel requested, or deleted (read from its record).
 
-Reads are cached for a short time so that checking at every step costs one DynamoDB read per interval.
+The compute thread asks at every step, so the answer must cost nothing: a background thread re-reads the
+records of the executions in hand every `refresh_s` and the compute thread only reads the flags it left.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import logging
+import threading
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException
 
@@ -14,36 +15,60 @@ from shared.errors import TransientFailure
 from shared.messages import FINAL_STATUSES, ExecutionStatus
 from shared.models import ExecutionRecord
 
+log = logging.getLogger(__name__)
+
 
 class ExecutionRecords:
     """The worker's read-only view of execution records."""
 
-    def __init__(self, cache_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
-        self._cache_s = cache_s
-        self._clock = clock
-        self._seen: dict[str, tuple[float, bool]] = {}
+    def __init__(self, refresh_s: float = 0.5) -> None:
+        self._refresh_s = refresh_s
+        self._stop_flags: dict[str, bool] = {}  # execution id -> should stop; only watched executions
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cancel-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     def should_skip(self, execution_id: str) -> bool:
         """True when the execution must not start: deleted, or already final (cancelled while queued)."""
         record = self._read(execution_id)
         return record is None or ExecutionStatus(record.status) in FINAL_STATUSES
 
+    def watch(self, execution_id: str) -> None:
+        with self._lock:
+            self._stop_flags.setdefault(execution_id, False)
+
     def should_stop(self, execution_id: str) -> bool:
-        """True when a running execution must stop at its next step (cached for `cache_s`)."""
-        now = self._clock()
-        cached = self._seen.get(execution_id)
-        if cached and now - cached[0] < self._cache_s:
-            return cached[1]
-        try:
-            record = self._read(execution_id)
-        except TransientFailure:
-            return False  # keep going; the next check will tell
-        stop = record is None or record.cancel_requested or ExecutionStatus(record.status) in FINAL_STATUSES
-        self._seen[execution_id] = (now, stop)
-        return stop
+        """True when a running execution must stop at its next step; no I/O (see `refresh`)."""
+        return self._stop_flags.get(execution_id, False)
 
     def forget(self, execution_id: str) -> None:
-        self._seen.pop(execution_id, None)
+        with self._lock:
+            self._stop_flags.pop(execution_id, None)
+
+    def refresh(self) -> None:
+        """Re-read every watched record; a failed read keeps the last answer."""
+        with self._lock:
+            watched = list(self._stop_flags)
+        for execution_id in watched:
+            try:
+                record = self._read(execution_id)
+            except TransientFailure as exc:
+                log.warning("could not check %s for cancellation: %s", execution_id, exc)
+                continue
+            stop = record is None or record.cancel_requested or ExecutionStatus(record.status) in FINAL_STATUSES
+            with self._lock:
+                if execution_id in self._stop_flags:
+                    self._stop_flags[execution_id] = bool(stop)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._refresh_s):
+            self.refresh()
 
     @staticmethod
     def _read(execution_id: str) -> ExecutionRecord | None:

@@ -1,4 +1,8 @@
-"""One worker process: settings from the environment, clients, warm-up, then the loop until SIGTERM/SIGINT."""
+"""One worker process: settings from the environment, clients, warm-up, then the loop until SIGTERM/SIGINT.
+
+While it holds messages it marks itself busy for the supervisor (a file in STAGEHUB_STATE_DIR, see fleet.py),
+which protects the instance from scale-in; it publishes its metrics (metrics.py) when in an Auto Scaling group.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import signal
 import sys
 import threading
 
+from gpu_worker.fleet import BusyFlag
+from gpu_worker.metrics import WorkerMetrics
 from gpu_worker.worker import Worker
 from shared.aws import client
 from shared.models import bind_models
@@ -36,19 +42,35 @@ def main() -> int:
         return 2
     bind_models(settings)
     sqs = client("sqs", settings)
+    metrics = WorkerMetrics.from_settings(settings)
+    busy_flag = BusyFlag.from_environment()
+
+    def on_busy_change(busy: bool) -> None:
+        if busy_flag is not None:
+            busy_flag.set(busy)
+        metrics.set_busy(busy)
+
     worker = Worker(
         settings,
         blobs=BlobStore(client("s3", settings)),
         queues=QueueClient(sqs),
         visibility_s=_queue_visibility(sqs, settings.in_queue_url),
+        metrics=metrics,
+        on_busy_change=on_busy_change,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("loading and warming up models on %s", worker.registry.device)
-    worker.registry.warm_up()
-    log.info("polling %s", settings.in_queue_url)
-    worker.run(stop, grace_s=STOP_GRACE_S)
+    metrics.start()
+    try:
+        log.info("loading and warming up models on %s", worker.registry.device)
+        worker.registry.warm_up()
+        log.info("polling %s", settings.in_queue_url)
+        worker.run(stop, grace_s=STOP_GRACE_S)
+    finally:
+        if busy_flag is not None:
+            busy_flag.set(False)
+        metrics.stop()
     log.info("stopped")
     return 0
 

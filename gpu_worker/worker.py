@@ -20,6 +20,7 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from gpu_worker.cancellation import ExecutionRecords
 from gpu_worker.events import EventSender
 from gpu_worker.heartbeat import HeartbeatThread
 from gpu_worker.jobs import Job
+from gpu_worker.metrics import NullMetrics
 from gpu_worker.progress import ProgressThrottle, overall_progress
 from gpu_worker.stages import StageCancelled, StageItem, StageOutput, batch_key, model_for, runner_for
 from shared.errors import BadInput, NotFound, OutOfMemory, PoisonMessage, StageFailed, StagehubError, TransientFailure
@@ -102,6 +104,8 @@ class Worker:
         visibility_s: int = 300,
         overlap_io: bool = True,
         retry_backoff_s: int = RETRY_BACKOFF_S,
+        metrics: Any = None,
+        on_busy_change: Callable[[bool], None] | None = None,
     ) -> None:
         self.settings = settings
         self.blobs = blobs
@@ -123,6 +127,10 @@ class Worker:
         self._intake_stop = threading.Event()
         self._intake: threading.Thread | None = None
         self.finished = 0  # executions closed for good (succeeded, failed, cancelled, skipped)
+        self.metrics = metrics if metrics is not None else NullMetrics()
+        self.on_busy_change = on_busy_change
+        self._busy = False  # as last reported to on_busy_change
+        self._busy_lock = threading.Lock()  # orders the reports; taken before _jobs_lock, never inside it
 
     @property
     def registry(self) -> Any:
@@ -136,6 +144,7 @@ class Worker:
 
     def start(self) -> None:
         self.heartbeat.start()
+        self.records.start()
         if self.overlap_io:
             self._intake = threading.Thread(target=self._intake_loop, name="intake", daemon=True)
             self._intake.start()
@@ -160,6 +169,20 @@ class Worker:
         with self._jobs_lock:
             return len(self._jobs)
 
+    def _report_busy(self) -> None:
+        """After jobs were added or removed: report 0 -> some open jobs (True) and some -> 0 (False)."""
+        if self.on_busy_change is None:
+            return
+        with self._busy_lock:
+            busy = self.open_jobs() > 0
+            if busy == self._busy:
+                return
+            self._busy = busy
+            try:
+                self.on_busy_change(busy)
+            except Exception:
+                log.exception("busy-change callback failed")
+
     def shutdown(self, grace_s: float = 30.0) -> None:
         self._intake_stop.set()
         deadline = time.monotonic() + grace_s
@@ -174,6 +197,7 @@ class Worker:
         for job in remaining:  # still uploading when the grace ran out
             self._release(job, 0)
         self.heartbeat.stop()
+        self.records.stop()
 
     # --- intake ---
 
@@ -230,6 +254,8 @@ class Worker:
         job = Job(message=message, request=request, throttle=ProgressThrottle(self.settings.progress_interval_s))
         with self._jobs_lock:
             self._jobs[job.execution_id] = job
+        self.records.watch(job.execution_id)
+        self._report_busy()
         try:
             job.check_deadline(datetime.now(UTC))
             self._prefetch_inputs(job)
@@ -292,6 +318,7 @@ class Worker:
         if not live:
             return
         stage_type = live[0].job.stage.type
+        started = time.monotonic()
         try:
             outputs = runner_for(stage_type).run(
                 [w.item for w in live], live[0].model, self.registry, _BatchHooks(self, live)
@@ -317,6 +344,7 @@ class Worker:
             log.exception("unexpected failure in a %s batch of %d", stage_type, len(live))
             self._retry_singly_or(live, lambda job: self._release(job, self.retry_backoff_s))
             return
+        self.metrics.record_batch(stage_type, (time.monotonic() - started) * 1000, len(live))
         for work, output in zip(live, outputs, strict=True):
             if work.job.cancelled:
                 self.cancel(work.job)
@@ -415,6 +443,7 @@ class Worker:
         self._drop(job.message)
         with self._jobs_lock:
             self._jobs.pop(job.execution_id, None)
+        self._report_busy()
         self.records.forget(job.execution_id)
 
     def _drop(self, message: ReceivedMessage) -> None:
@@ -431,6 +460,8 @@ class Worker:
         self._release_message(job.message, visibility_s)
         with self._jobs_lock:
             self._jobs.pop(job.execution_id, None)
+        self.records.forget(job.execution_id)
+        self._report_busy()
 
     def _release_message(self, message: ReceivedMessage, visibility_s: int) -> None:
         """Give a message back to the queue (after `visibility_s`), to be received again."""

@@ -86,13 +86,22 @@ class FakeRecords:
 
     def __init__(self) -> None:
         self.skip: set[str] = set()
-        self.stop: set[str] = set()
+        self.stopping: set[str] = set()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def watch(self, execution_id: str) -> None:
+        pass
 
     def should_skip(self, execution_id: str) -> bool:
         return execution_id in self.skip
 
     def should_stop(self, execution_id: str) -> bool:
-        return execution_id in self.stop
+        return execution_id in self.stopping
 
     def forget(self, execution_id: str) -> None:
         pass

@@ -171,7 +171,7 @@ def test_cancelling_one_item_does_not_cancel_its_batch(monkeypatch: pytest.Monke
     h = Harness(monkeypatch, ScriptedRunner())
 
     def cancel_mid_call(prompts: list[str]) -> None:
-        h.records.stop.add("stopped")  # cancel requested while the batch computes
+        h.records.stopping.add("stopped")  # cancel requested while the batch computes
 
     h.runner.behaviour = cancel_mid_call
     h.submit("kept", "kept")
@@ -237,7 +237,7 @@ def test_a_batch_whose_items_are_all_cancelled_stops_early(monkeypatch: pytest.M
     h = Harness(monkeypatch, ScriptedRunner())
 
     def cancel_everything(prompts: list[str]) -> None:
-        h.records.stop.update({"a", "b"})
+        h.records.stopping.update({"a", "b"})
 
     h.runner.behaviour = cancel_everything
     h.submit("a", "a")
