@@ -37,7 +37,7 @@ def _log(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def patched_environment(values: dict[str, str]) -> Iterator[None]:
     """Set `values` in os.environ (the in-process handlers read settings from it); restore on exit."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -100,7 +100,7 @@ class LocalStack:
         endpoint = self._moto.start()
         _log("creating tables, buckets and queues")
         self.environment = provision(endpoint) | models_environment(self.models_dir)
-        self._env_context = _environment(self.environment)
+        self._env_context = patched_environment(self.environment)
         self._env_context.__enter__()
         bind_models(get_settings())
         self._start_consumers()

@@ -6,21 +6,16 @@ An unparseable message names no execution: it is logged and dropped.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.dlq.logic import fail_dead_lettered
 from functions.executions.dependencies import execution_deps
-from functions.http import logger, metrics, tracer
+from functions.http import logger, metrics
+from functions.sqs import make_sqs_handler
 from shared import telemetry
 from shared.errors import PoisonMessage
 from shared.messages import parse_in_message
-
-processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def record_handler(record: SQSRecord) -> None:
@@ -34,11 +29,4 @@ def record_handler(record: SQSRecord) -> None:
         metrics.add_metric(name=telemetry.EXECUTIONS_DEAD_LETTERED, unit=MetricUnit.Count, value=1)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_dimension(name=telemetry.DIM_STAGE, value=execution_deps().settings.stage)
-    return process_partial_response(  # type: ignore[return-value]
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+lambda_handler = make_sqs_handler(record_handler)
