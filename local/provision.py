@@ -1,8 +1,12 @@
 """Create every table, bucket and queue of `shared.resources` on a moto server, and return the environment
-(the same variables the CDK app sets in AWS) that points the functions and the worker at them."""
+(the same variables the CDK app sets in AWS) that points the functions and the worker at them.
+
+Idempotent: what exists already is kept (moto's state is per process, so a second server started in the
+same process, as the tests do, sees the first one's resources)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from typing import Any
@@ -45,7 +49,10 @@ def _create_table(dynamodb: Any, spec: res.TableSpec, name: str) -> None:
             }
             for index in spec.indexes
         ]
-    dynamodb.create_table(**kwargs)
+    try:
+        dynamodb.create_table(**kwargs)
+    except dynamodb.exceptions.ResourceInUseException:
+        return  # already there: moto keeps one in-memory state per process, shared by its servers
     if spec.ttl_attribute:
         dynamodb.update_time_to_live(
             TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute}
@@ -95,7 +102,8 @@ def provision(endpoint_url: str, stage: str = res.DEFAULT_STAGE, jwt_secret: str
         _create_table(dynamodb, table, names.table(table))
         env[table.env_var] = names.table(table)
     for bucket in res.BUCKETS:
-        s3.create_bucket(Bucket=names.bucket(bucket))
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+            s3.create_bucket(Bucket=names.bucket(bucket))
         env[bucket.env_var] = names.bucket(bucket)
 
     backend_queues: dict[str, str] = {}

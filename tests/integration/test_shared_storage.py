@@ -10,6 +10,8 @@ import boto3
 import httpx
 import pytest
 
+from local.moto import MotoServer
+from local.provision import provision
 from shared import resources as res
 from shared.aws import client
 from shared.errors import NotFound
@@ -83,3 +85,11 @@ def test_download_prefix_copies_a_model_directory(stack_env: Settings, tmp_path:
     assert store.download_prefix(bucket, prefix, tmp_path / "m") == 2
     assert (tmp_path / "m" / "model_index.json").read_bytes() == b"{}"
     assert (tmp_path / "m" / "unet" / "weights.bin").stat().st_size == 70_000
+
+
+def test_provisioning_twice_keeps_what_exists(moto_server: MotoServer, stack_environment: dict[str, str]) -> None:
+    """A second local stack in the same process (the e2e test, then these) shares moto's state."""
+    again = provision(moto_server.endpoint_url)
+    assert {name: again[name] for name in again if name.endswith(("_TABLE", "_BUCKET", "QUEUE_URL"))} == {
+        name: stack_environment[name] for name in again if name.endswith(("_TABLE", "_BUCKET", "QUEUE_URL"))
+    }
