@@ -6,6 +6,8 @@ A handler module builds its resolver with `make_resolver()`, includes its router
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from typing import Any
 
@@ -67,7 +69,25 @@ def make_resolver() -> APIGatewayRestResolver:
         logger.exception("unhandled error")
         return error_response(500, "INTERNAL_ERROR", "internal error")
 
+    @app.exception_handler(UnicodeDecodeError)
+    def _undecodable(exc: UnicodeDecodeError) -> Response[Any]:
+        # A body that is not UTF-8 (it arrives base64-encoded) fails in Powertools' body parsing: bad input, not a 500.
+        if not _body_is_utf8(app):
+            return error_response(400, "BAD_REQUEST", "the body is not UTF-8 JSON")
+        return _unexpected(exc)
+
     return app
+
+
+def _body_is_utf8(app: APIGatewayRestResolver) -> bool:
+    event = app.current_event
+    if not (event.is_base64_encoded and event.body):
+        return True
+    try:
+        base64.b64decode(event.body).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return True
 
 
 def caller_id(app: APIGatewayRestResolver | APIGatewayRouter) -> str:

@@ -66,12 +66,20 @@ def _issue_pair(user_id: str, family_id: str, settings: Settings) -> TokenPair:
     )
 
 
-def login(request: Login, settings: Settings) -> TokenPair:
+def _user_by_email(email: str) -> UserRecord | None:
+    if not email:  # no account has an empty email, and DynamoDB rejects an empty key
+        return None
     try:
-        user = UserRecord.get(request.email.strip().lower())
+        return UserRecord.get(email)
     except DoesNotExist:
+        return None
+
+
+def login(request: Login, settings: Settings) -> TokenPair:
+    user = _user_by_email(request.email.strip().lower())
+    if user is None:
         passwords.burn_verification_time(request.password)
-        raise Unauthorized(_INVALID_LOGIN) from None
+        raise Unauthorized(_INVALID_LOGIN)
     if not passwords.verify_password(user.password_hash, request.password):
         raise Unauthorized(_INVALID_LOGIN)
     return _issue_pair(user.user_id, str(uuid.uuid4()), settings)

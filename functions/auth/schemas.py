@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
 MAX_EMAIL_LENGTH = 254
+PASSWORD_MAX_BYTES = 256
+DISPLAY_NAME_MAX_BYTES = 100
 
 
 class _Api(BaseModel):
@@ -13,16 +15,25 @@ class _Api(BaseModel):
 
 class Register(_Api):
     email: EmailStr = Field(description="Normalised to lower case")
-    password: str = Field(min_length=10, max_length=256)
-    display_name: str | None = Field(default=None, min_length=1, max_length=100, alias="displayName")
+    password: str = Field(min_length=10, max_length=PASSWORD_MAX_BYTES)
+    display_name: str | None = Field(default=None, min_length=1, max_length=DISPLAY_NAME_MAX_BYTES, alias="displayName")
 
     @field_validator("email", mode="before")
     @classmethod
     def _normalise(cls, value: object) -> object:
         if isinstance(value, str):
             value = value.strip().lower()
-            if len(value) > MAX_EMAIL_LENGTH:
-                raise ValueError(f"at most {MAX_EMAIL_LENGTH} characters")
+            if len(value.encode()) > MAX_EMAIL_LENGTH:
+                raise ValueError(f"at most {MAX_EMAIL_LENGTH} UTF-8 bytes")
+        return value
+
+    @field_validator("password", "display_name")
+    @classmethod
+    def _utf8_bytes(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # API.md: text limits count UTF-8 bytes (max_length above counts characters, a weaker bound).
+        limit = PASSWORD_MAX_BYTES if info.field_name == "password" else DISPLAY_NAME_MAX_BYTES
+        if value is not None and len(value.encode()) > limit:
+            raise ValueError(f"at most {limit} UTF-8 bytes")
         return value
 
 

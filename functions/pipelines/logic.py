@@ -186,6 +186,8 @@ def list_pipelines(
         check_cursor(start, {"pipelineId", "sortKey", "listPartition"}, "listPartition", _ALL)
         page = query_page(PipelineRecord.all_pipelines, _ALL, ("pipelineId", "listPartition", "sortKey"), limit, start)
     else:
+        if not _is_id(author):  # names nobody, and must not reach DynamoDB's key limits as a 5xx
+            return [], None
         check_cursor(start, {"pipelineId", "sortKey", "author"}, "author", author)
         page = query_page(PipelineRecord.by_author, author, ("pipelineId", "author", "sortKey"), limit, start)
     return _summaries(page, user_id), page.last_key

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.stages import MAX_STAGES, StageDefinition
+
+NAME_MAX_BYTES = 100
+DESCRIPTION_MAX_BYTES = 2000
 
 
 class _Api(BaseModel):
@@ -16,9 +19,18 @@ class _Api(BaseModel):
 class CreatePipeline(_Api):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
-    description: str = Field(default="", max_length=2000)
+    name: str = Field(min_length=1, max_length=NAME_MAX_BYTES)
+    description: str = Field(default="", max_length=DESCRIPTION_MAX_BYTES)
     stages: list[StageDefinition] = Field(min_length=1, max_length=MAX_STAGES)
+
+    @field_validator("name", "description")
+    @classmethod
+    def _utf8_bytes(cls, value: str, info: ValidationInfo) -> str:
+        # API.md: text limits count UTF-8 bytes (max_length above counts characters, a weaker bound).
+        limit = NAME_MAX_BYTES if info.field_name == "name" else DESCRIPTION_MAX_BYTES
+        if len(value.encode()) > limit:
+            raise ValueError(f"at most {limit} UTF-8 bytes")
+        return value
 
 
 class Rating(_Api):
