@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class ExecutionRecords:
     """The worker's read-only view of execution records."""
 
-    def __init__(self, refresh_s: float = 0.5) -> None:
+    def __init__(self, refresh_s: float = 1.0) -> None:
         self._refresh_s = refresh_s
         self._stop_flags: dict[str, bool] = {}  # execution id -> should stop; only watched executions
         self._lock = threading.Lock()

@@ -77,7 +77,7 @@ class Settings(BaseModel):
     max_batch_size: int = Field(default=4, ge=1, le=64)
     torch_compile: bool = False
     poll_wait_s: int = Field(default=20, ge=0, le=20)
-    progress_interval_s: float = Field(default=0.25, ge=0)
+    progress_interval_s: float = Field(default=1.0, ge=0)  # per execution: each event is a send and a write
     metrics_namespace: str = "Stagehub"
     # Set on EC2 by the launch template's user data: the worker protects its instance from scale-in while busy.
     asg_name: str = ""
