@@ -1,4 +1,8 @@
-"""`make bench`: python -m bench --models-dir .cache/models [--executions N] [--quick].
+"""`make bench`: python -m bench --models-dir .cache/models [--executions N] [--quick] [--real-size].
+
+By default the worker runs the tiny random-weight Stable Diffusion (gpu_worker.tiny_models) at 64x64; with
+--real-size, a Stable Diffusion 1.5-shaped pipeline with random weights (bench.real_size, built into
+DIR/real-sd if missing) at 512x512.
 
 Writes bench/results/<device>.json (figures and the machine they ran on) and bench/results/<device>.md (the
 table the README shows).
@@ -15,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from bench import api_bench, machine, worker_bench
+from bench import api_bench, machine, real_size, worker_bench
 from bench.stack import bench_stack
 from bench.workload import ApiUser, subjects, txt2img_stage
 from gpu_worker.models import ModelRegistry
@@ -29,15 +33,19 @@ def _log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def run(models_dir: Path, executions: int, size: int, target_s: float) -> dict[str, Any]:
+def run(
+    models_dir: Path, executions: int, size: int, target_s: float, models_env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The benchmarks on the default txt2img model of `models_env` (by default the tiny models')."""
     results: dict[str, Any] = {"targets": TARGETS}
-    with bench_stack(models_dir) as settings:
+    with bench_stack(models_dir, models_env) as settings:
+        model = settings.default_models["txt2img"]  # what the worker runs the txt2img stage on
         registry = ModelRegistry(settings)
         results["machine"] = machine.describe(registry.device)
         _log(f"machine: {machine.summary(results['machine'])}")
         registry.warm_up()
-        steps, one_s = worker_bench.calibrate_steps(registry, size, target_s)
-        results["config"] = {"model": worker_bench.MODEL, "size": size, "steps": steps, "executions": executions}
+        steps, one_s = worker_bench.calibrate_steps(registry, model, size, target_s)
+        results["config"] = {"model": model, "size": size, "steps": steps, "executions": executions}
         results["config"]["bare_execution_s"] = round(one_s, 3)
         _log(f"{size}x{size}, {steps} steps: one bare execution takes {one_s:.2f} s")
 
@@ -56,7 +64,7 @@ def run(models_dir: Path, executions: int, size: int, target_s: float) -> dict[s
                 runs: dict[str, worker_bench.Run] = {}
                 for batch in (1, 4):
                     _log(f"bare loop, batch {batch}")
-                    runs[f"bare_b{batch}"] = worker_bench.bare_loop(registry, prompts, size, steps, batch)
+                    runs[f"bare_b{batch}"] = worker_bench.bare_loop(registry, model, prompts, size, steps, batch)
                     _log(f"worker, batch {batch}")
                     runs[f"worker_b{batch}"] = worker_pass(batch, overlap=True)
                 _log("naive sequential worker, batch 1")
@@ -103,8 +111,8 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| worker efficiency, batch 1 (worker ÷ bare loop) | {figures['efficiency_b1']:.3f} | ≥ 0.97 |",
         f"| worker efficiency, batch 4 | {figures['efficiency_b4']:.3f} | ≥ 0.97 |",
-        f"| batching gain, worker (batch 4 ÷ batch 1) | {figures['batching_gain_worker']:.2f}× | as measured |",
-        f"| batching gain, bare loop | {figures['batching_gain_bare']:.2f}× | as measured |",
+        f"| batching gain, worker (batch 4 ÷ batch 1) | {figures['batching_gain_worker']:.2f}x | as measured |",
+        f"| batching gain, bare loop | {figures['batching_gain_bare']:.2f}x | as measured |",
         f"| latency p50 / p95, batch 1 | {runs['worker_b1']['latency_p50_s']} / {runs['worker_b1']['latency_p95_s']} s"
         " | as measured |",
         f"| latency p50 / p95, batch 4 | {runs['worker_b4']['latency_p50_s']} / {runs['worker_b4']['latency_p95_s']} s"
@@ -123,14 +131,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=Path(".cache/models"))
     parser.add_argument("--executions", type=int, default=16, help="executions per worker run (multiple of 4)")
-    parser.add_argument("--size", type=int, default=64, help="image size of the tiny model")
+    parser.add_argument("--size", type=int, help="image size (default: 64, with --real-size 512)")
     parser.add_argument("--target-s", type=float, default=1.0, help="seconds one bare execution should take")
     parser.add_argument("--quick", action="store_true", help="8 executions of ~0.3 s (a smoke run)")
+    parser.add_argument(
+        "--real-size",
+        action="store_true",
+        help="a Stable Diffusion 1.5-shaped model with random weights (built into DIR/real-sd if missing)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.quick:
         args.executions, args.target_s = 8, 0.3
-    results = run(args.models_dir, args.executions, args.size, args.target_s)
+    models_env = None
+    if args.real_size:
+        _log(f"real-size model: {args.models_dir / real_size.REAL_SD} (built if missing)")
+        real_size.ensure_real_size_sd(args.models_dir)
+        models_env = real_size.real_size_env(args.models_dir)
+    size = args.size or (512 if args.real_size else 64)
+    results = run(args.models_dir, args.executions, size, args.target_s, models_env)
     RESULTS.mkdir(exist_ok=True)
     device = results["machine"]["device"]
     (RESULTS / f"{device}.json").write_text(json.dumps(results, indent=2) + "\n")

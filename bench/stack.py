@@ -19,6 +19,7 @@ import httpx
 
 from gpu_worker.tiny_models import ensure_tiny_models, local_models_env
 from local.provision import provision
+from local.stack import patched_environment
 from shared.models import bind_models
 from shared.settings import Settings, get_settings
 
@@ -29,12 +30,20 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _moto_server_command() -> list[str]:
+    """The `moto_server` script beside this interpreter, or `python -m moto.server` where moto was installed
+    without its scripts (e.g. into a --target directory on PYTHONPATH)."""
+    script = Path(sys.executable).with_name("moto_server")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "moto.server"]
+
+
 @contextlib.contextmanager
 def moto_process() -> Iterator[str]:
     port = _free_port()
-    server = Path(sys.executable).with_name("moto_server")
     process = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*_moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -53,23 +62,17 @@ def moto_process() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def bench_stack(models_dir: Path, **overrides: str) -> Iterator[Settings]:
-    """Moto with every resource, the tiny models, and this process's environment pointed at them."""
-    ensure_tiny_models(models_dir)
+def bench_stack(models_dir: Path, models_env: dict[str, str] | None = None, **overrides: str) -> Iterator[Settings]:
+    """Moto with every resource, the models, and this process's environment pointed at them.
+
+    `models_env` is MODELS and DEFAULT_MODELS (shared.settings); by default, the tiny models under `models_dir`."""
+    if models_env is None:
+        ensure_tiny_models(models_dir)
+        models_env = local_models_env(models_dir)
     with moto_process() as endpoint:
-        env = provision(endpoint) | local_models_env(models_dir) | {"DEVICE": os.environ.get("DEVICE", "auto")}
+        env = provision(endpoint) | models_env | {"DEVICE": os.environ.get("DEVICE", "auto")}
         env |= {"POLL_WAIT_S": "20", "POWERTOOLS_METRICS_DISABLED": "true"} | overrides
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        get_settings.cache_clear()
-        try:
+        with patched_environment(env):
             settings = get_settings()
             bind_models(settings)
             yield settings
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            get_settings.cache_clear()

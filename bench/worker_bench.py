@@ -25,7 +25,6 @@ from shared.settings import Settings
 from shared.stages import manifest_key
 from shared.storage import BlobStore
 
-MODEL = "tiny-sd"
 GUIDANCE = 7.5
 PROMPT = "a watercolour of {}"
 
@@ -56,9 +55,9 @@ def _percentile(sorted_values: list[float], percent: float) -> float:
     return sorted_values[index]
 
 
-def bare_loop(registry: ModelRegistry, prompts: list[str], size: int, steps: int, batch: int) -> Run:
+def bare_loop(registry: ModelRegistry, model: str, prompts: list[str], size: int, steps: int, batch: int) -> Run:
     """The model alone: the floor the worker is measured against."""
-    pipeline = registry.diffusion(MODEL)
+    pipeline = registry.diffusion(model)
     finished: list[float] = []
     started = time.perf_counter()
     for first in range(0, len(prompts), batch):
@@ -77,11 +76,12 @@ def bare_loop(registry: ModelRegistry, prompts: list[str], size: int, steps: int
     return Run(len(prompts), time.perf_counter() - started, finished)
 
 
-def calibrate_steps(registry: ModelRegistry, size: int, target_s: float) -> tuple[int, float]:
-    """Denoising steps for which one bare execution takes about `target_s`; returns (steps, measured seconds)."""
+def calibrate_steps(registry: ModelRegistry, model: str, size: int, target_s: float) -> tuple[int, float]:
+    """Denoising steps for which one bare execution of `model` takes about `target_s`; returns (steps, measured
+    seconds)."""
 
     def one(steps: int) -> float:
-        return min(bare_loop(registry, ["calibration"], size, steps, 1).seconds for _ in range(2))
+        return min(bare_loop(registry, model, ["calibration"], size, steps, 1).seconds for _ in range(2))
 
     low, high = one(2), one(12)
     per_step = max((high - low) / 10, 1e-4)

@@ -1,0 +1,101 @@
+"""A real-size Stable Diffusion pipeline with random weights, generated offline (no hub needed).
+
+The UNet, VAE and CLIP text encoder have Stable Diffusion 1.5's shapes (about 1.07 billion parameters), so a
+512x512 execution costs what it costs with the real weights; only the images are noise. The tokenizer is the
+tiny models' in-memory byte-level CLIP tokenizer (the text encoder's vocabulary is sized to it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REAL_SD = "real-sd"
+
+
+def build_real_size_sd(out: Path, device: str | None = None) -> None:
+    """Write a Stable Diffusion 1.5-shaped pipeline with random weights (fp16 safetensors) to `out`.
+
+    The weights are initialised on `device` (default: CUDA where available, where it is much faster)."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from gpu_worker.tiny_models import _clip_tokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = _clip_tokenizer()
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=768,
+            attention_head_dim=8,
+        )
+        vae = AutoencoderKL(
+            sample_size=512,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                bos_token_id=0,
+                eos_token_id=1,
+                pad_token_id=1,
+                hidden_size=768,
+                intermediate_size=3072,
+                num_attention_heads=12,
+                num_hidden_layers=12,
+                projection_dim=768,
+                hidden_act="quick_gelu",
+                vocab_size=len(tokenizer),
+                max_position_embeddings=77,
+            )
+        )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipeline = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.to(device="cpu", dtype=torch.float16, silence_dtype_warnings=True)
+    pipeline.save_pretrained(out, safe_serialization=True)
+
+
+def ensure_real_size_sd(models_dir: Path) -> Path:
+    """Build DIR/real-sd if it is missing; returns its directory."""
+    target = Path(models_dir) / REAL_SD
+    if not (target / "model_index.json").exists():
+        build_real_size_sd(target)
+    return target
+
+
+def real_size_env(models_dir: Path | str) -> dict[str, str]:
+    """MODELS and DEFAULT_MODELS (shared.settings) naming the real-size model as the image default."""
+    source = str((Path(models_dir) / REAL_SD).resolve())
+    models = {REAL_SD: {"kind": "diffusers", "source": source}}
+    defaults = {"txt2img": REAL_SD, "img2img": REAL_SD}
+    return {"MODELS": json.dumps(models), "DEFAULT_MODELS": json.dumps(defaults)}
