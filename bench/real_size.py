@@ -18,10 +18,10 @@ def build_real_size_sd(out: Path, device: str | None = None) -> None:
 
     The weights are initialised on `device` (default: CUDA where available, where it is much faster)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from gpu_worker.tiny_models import _clip_tokenizer
+    from gpu_worker.tiny_models import _clip_tokenizer, sd_pipeline
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = _clip_tokenizer()
@@ -71,16 +71,7 @@ def build_real_size_sd(out: Path, device: str | None = None) -> None:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    pipeline = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipeline = sd_pipeline(unet, vae, text_encoder, tokenizer, scheduler)
     pipeline.to(device="cpu", dtype=torch.float16, silence_dtype_warnings=True)
     pipeline.save_pretrained(out, safe_serialization=True)
 

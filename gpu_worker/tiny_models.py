@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 TINY_SD = "tiny-sd"
 TINY_GPT2 = "tiny-gpt2"
@@ -54,9 +55,25 @@ def _clip_tokenizer():  # type: ignore[no-untyped-def]
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
+def sd_pipeline(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any) -> Any:
+    """A Stable Diffusion pipeline of these parts, without safety checker (the models here are random)."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 def build_tiny_sd(out: Path) -> None:
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
@@ -97,17 +114,7 @@ def build_tiny_sd(out: Path) -> None:
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False
     )
-    pipeline = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.save_pretrained(out, safe_serialization=True)
+    sd_pipeline(unet, vae, text_encoder, tokenizer, scheduler).save_pretrained(out, safe_serialization=True)
 
 
 def build_tiny_gpt2(out: Path) -> None:
