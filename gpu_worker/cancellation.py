@@ -1,27 +1,38 @@
 """Whether an execution should stop: cancelled, cancel requested, or deleted (read from its record).
 
 The compute thread asks at every step, so the answer must cost nothing: a background thread re-reads the
-records of the executions in hand every `refresh_s` and the compute thread only reads the flags it left.
+records of the executions in hand every `refresh_s`, all of them in one BatchGetItem, and the compute
+thread only reads the flags it left. Reads are plain DynamoDB calls on `dynamodb` (a botocore client, or the
+worker's I/O process proxy), projected to the three attributes that decide.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PynamoDBException
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import TransientFailure
 from shared.messages import FINAL_STATUSES, ExecutionStatus
-from shared.models import ExecutionRecord
 
 log = logging.getLogger(__name__)
 
+BATCH_GET_LIMIT = 100  # keys per BatchGetItem
+_PROJECTION = {"ProjectionExpression": "executionId, #s, cancelRequested", "ExpressionAttributeNames": {"#s": "status"}}
+
+
+def _must_stop(item: dict[str, Any]) -> bool:
+    return bool(item.get("cancelRequested", {}).get("BOOL")) or ExecutionStatus(item["status"]["S"]) in FINAL_STATUSES
+
 
 class ExecutionRecords:
-    """The worker's read-only view of execution records."""
+    """The worker's read-only view of execution records in `table`."""
 
-    def __init__(self, refresh_s: float = 1.0) -> None:
+    def __init__(self, dynamodb: Any, table: str, refresh_s: float = 1.0) -> None:
+        self._dynamodb = dynamodb
+        self._table = table
         self._refresh_s = refresh_s
         self._stop_flags: dict[str, bool] = {}  # execution id -> should stop; only watched executions
         self._lock = threading.Lock()
@@ -36,8 +47,14 @@ class ExecutionRecords:
 
     def should_skip(self, execution_id: str) -> bool:
         """True when the execution must not start: deleted, or already final (cancelled while queued)."""
-        record = self._read(execution_id)
-        return record is None or ExecutionStatus(record.status) in FINAL_STATUSES
+        try:
+            response = self._dynamodb.get_item(
+                TableName=self._table, Key=self._key(execution_id), ConsistentRead=True, **_PROJECTION
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise TransientFailure(f"could not read execution {execution_id}: {exc}") from exc
+        item = response.get("Item")
+        return item is None or ExecutionStatus(item["status"]["S"]) in FINAL_STATUSES
 
     def watch(self, execution_id: str) -> None:
         with self._lock:
@@ -52,29 +69,37 @@ class ExecutionRecords:
             self._stop_flags.pop(execution_id, None)
 
     def refresh(self) -> None:
-        """Re-read every watched record; a failed read keeps the last answer."""
+        """Re-read every watched record; a failed or unprocessed read keeps the last answer."""
         with self._lock:
             watched = list(self._stop_flags)
-        for execution_id in watched:
+        for first in range(0, len(watched), BATCH_GET_LIMIT):
+            chunk = watched[first : first + BATCH_GET_LIMIT]
             try:
-                record = self._read(execution_id)
+                found, unprocessed = self._read_many(chunk)
             except TransientFailure as exc:
-                log.warning("could not check %s for cancellation: %s", execution_id, exc)
+                log.warning("could not check %d executions for cancellation: %s", len(chunk), exc)
                 continue
-            stop = record is None or record.cancel_requested or ExecutionStatus(record.status) in FINAL_STATUSES
             with self._lock:
-                if execution_id in self._stop_flags:
-                    self._stop_flags[execution_id] = bool(stop)
+                for execution_id in chunk:
+                    if execution_id in self._stop_flags and execution_id not in unprocessed:
+                        item = found.get(execution_id)
+                        self._stop_flags[execution_id] = item is None or _must_stop(item)
+
+    def _read_many(self, execution_ids: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """The items found, by execution id, and the ids DynamoDB left unprocessed (throttled)."""
+        request = {"Keys": [self._key(e) for e in execution_ids], "ConsistentRead": True, **_PROJECTION}
+        try:
+            response = self._dynamodb.batch_get_item(RequestItems={self._table: request})
+        except (ClientError, BotoCoreError) as exc:
+            raise TransientFailure(f"could not read executions: {exc}") from exc
+        items = response.get("Responses", {}).get(self._table, [])
+        left = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+        return {i["executionId"]["S"]: i for i in items}, {k["executionId"]["S"] for k in left}
+
+    @staticmethod
+    def _key(execution_id: str) -> dict[str, Any]:
+        return {"executionId": {"S": execution_id}}
 
     def _run(self) -> None:
         while not self._stopped.wait(self._refresh_s):
             self.refresh()
-
-    @staticmethod
-    def _read(execution_id: str) -> ExecutionRecord | None:
-        try:
-            return ExecutionRecord.get(execution_id, consistent_read=True)
-        except DoesNotExist:
-            return None
-        except PynamoDBException as exc:
-            raise TransientFailure(f"could not read execution {execution_id}: {exc}") from exc

@@ -1,5 +1,6 @@
 """One worker process: settings from the environment, clients, warm-up, then the loop until SIGTERM/SIGINT.
 
+Its AWS calls are made by a helper process (aws_io.py), so botocore never holds the GIL the model needs.
 While it holds messages it marks itself busy for the supervisor (a file in STAGEHUB_STATE_DIR, see fleet.py),
 which protects the instance from scale-in; it publishes its metrics (metrics.py) when in an Auto Scaling group.
 """
@@ -11,8 +12,11 @@ import signal
 import sys
 import threading
 
+from gpu_worker.aws_io import AwsIoProcess
+from gpu_worker.cancellation import ExecutionRecords
 from gpu_worker.fleet import BusyFlag
 from gpu_worker.metrics import WorkerMetrics
+from gpu_worker.models import ModelRegistry
 from gpu_worker.worker import Worker
 from shared.aws import client
 from shared.models import bind_models
@@ -50,15 +54,18 @@ def main() -> int:
             busy_flag.set(busy)
         metrics.set_busy(busy)
 
+    stop = threading.Event()
+    aws_io = AwsIoProcess(settings, on_exit=stop.set)  # if it dies, stop: systemd restarts the worker
     worker = Worker(
         settings,
-        blobs=BlobStore(client("s3", settings)),
-        queues=QueueClient(sqs),
+        blobs=BlobStore(aws_io.client("s3")),
+        queues=QueueClient(aws_io.client("sqs")),
+        records=ExecutionRecords(aws_io.client("dynamodb"), settings.executions_table),
+        registry=ModelRegistry(settings, BlobStore(client("s3", settings))),  # weights: parallel GETs, here
         visibility_s=_queue_visibility(sqs, settings.in_queue_url),
         metrics=metrics,
         on_busy_change=on_busy_change,
     )
-    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     metrics.start()
@@ -71,6 +78,7 @@ def main() -> int:
         if busy_flag is not None:
             busy_flag.set(False)
         metrics.stop()
+        aws_io.close()
     log.info("stopped")
     return 0
 

@@ -5,7 +5,8 @@ Three kinds of thread keep the GPU busy (DESIGN.md, "GPU efficiency"):
 - compute (the caller's thread): takes batches of the same key from the collector and runs the model;
 - uploads and events: encode and upload outputs, write result.json, send events, delete messages.
 With `overlap_io=False` everything runs in the compute thread, one step after another (the naive worker the
-benchmarks compare against).
+benchmarks compare against). In production the clients given here are proxies to the I/O process
+(aws_io.py), so botocore's own Python runs there and these threads hardly ever hold the GIL.
 
 Failures: bad input, out-of-memory and deadlines fail the execution at once (finished FAILED); transient
 errors (S3, SQS, DynamoDB) release the message for a retry; an unexpected error releases it too, so a
@@ -34,6 +35,7 @@ from gpu_worker.jobs import Job
 from gpu_worker.metrics import NullMetrics
 from gpu_worker.progress import ProgressThrottle, overall_progress
 from gpu_worker.stages import StageCancelled, StageItem, StageOutput, batch_key, model_for, runner_for
+from shared.aws import client
 from shared.errors import BadInput, NotFound, OutOfMemory, PoisonMessage, StageFailed, StagehubError, TransientFailure
 from shared.messages import InQueueMessage, parse_in_message, utc_now_iso
 from shared.queues import QueueClient, ReceivedMessage
@@ -110,7 +112,7 @@ class Worker:
         self.settings = settings
         self.blobs = blobs
         self.queues = queues
-        self.records = records or ExecutionRecords()
+        self.records = records or ExecutionRecords(client("dynamodb", settings), settings.executions_table)
         self._registry = registry
         self.events = EventSender(queues, settings.out_queue_url)
         self.collector: BatchCollector[Work] = BatchCollector(
@@ -188,6 +190,8 @@ class Worker:
         deadline = time.monotonic() + grace_s
         while self.open_jobs() and time.monotonic() < deadline:
             self.step()
+        if self._intake is not None:  # a long poll in flight releases what it gets; closing now would hide them
+            self._intake.join(self.settings.poll_wait_s + 5)
         for work in self.collector.drain():
             self._release(work.job, 0)
         self._uploads.shutdown(wait=True)
@@ -266,6 +270,7 @@ class Worker:
         except StageFailed as exc:
             self.fail(job, exc)
             return
+        job.throttle.allow(force=True)  # "started" carries progress 0: the next progress event is due a second later
         self._notices.submit(self._send, self.events.started, job.execution_id, overall_progress(0, job.stages, 0, 0))
         self._queue_stage(job)
 
@@ -374,10 +379,10 @@ class Worker:
             self._uploads.submit(self._upload_image, job, key, image)
         job.previous_text = output.texts[0] if output.texts else None
         job.previous_images = list(output.images)
-        self.report_progress(job, 1, 1, force=True)
-        if job.last_stage:
+        if job.last_stage:  # the finished event carries 100%
             self._uploads.submit(self._finish, job)
         else:
+            self.report_progress(job, 1, 1, force=True)
             job.stage_index += 1
             self._queue_stage(job, urgent=True)
 

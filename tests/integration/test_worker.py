@@ -24,6 +24,8 @@ import pytest
 from PIL import Image
 
 from gpu_worker import worker as worker_module
+from gpu_worker.aws_io import AwsIoProcess
+from gpu_worker.cancellation import ExecutionRecords
 from gpu_worker.tiny_models import local_models_env
 from gpu_worker.worker import Worker
 from local.consumers import QueueConsumers
@@ -66,11 +68,18 @@ def consumers(env: Settings) -> Iterator[QueueConsumers]:
 class RunningWorker:
     """A Worker in a thread of this process (the compute loop, with its intake, upload and event threads)."""
 
-    def __init__(self, settings: Settings, **options: Any) -> None:
+    def __init__(self, settings: Settings, *, aws_io: bool = False, **options: Any) -> None:
+        """`aws_io`: make the AWS calls through the I/O process, as gpu_worker.process does."""
+        self.aws_io = AwsIoProcess(settings) if aws_io else None
+
+        def aws(service: str) -> Any:
+            return self.aws_io.client(service) if self.aws_io is not None else client(service, settings)
+
         self.worker = Worker(
             settings,
-            blobs=BlobStore(client("s3", settings)),
-            queues=QueueClient(client("sqs", settings)),
+            blobs=BlobStore(aws("s3")),
+            queues=QueueClient(aws("sqs")),
+            records=ExecutionRecords(aws("dynamodb"), settings.executions_table),
             visibility_s=SHORT_VISIBILITY_S,
             **options,
         )
@@ -84,6 +93,8 @@ class RunningWorker:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(30)
+        if self.aws_io is not None:
+            self.aws_io.close()
 
 
 def record(execution_id: str) -> ExecutionRecord:
@@ -135,7 +146,7 @@ CHAIN = [
 def test_a_three_stage_chain_runs_end_to_end(env: Settings, consumers: QueueConsumers) -> None:
     user = new_id()
     execution_id = start(make_pipeline(env, CHAIN), user, {"subject": "a fox"})
-    with RunningWorker(env):
+    with RunningWorker(env, aws_io=True):  # as in production: AWS calls made by the I/O process
         done = wait_final(execution_id)
     assert done.status == "SUCCEEDED", done.error
     assert done.progress["percent"] == 100

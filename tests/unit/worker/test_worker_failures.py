@@ -23,7 +23,13 @@ BACKOFF_S = 7
 
 
 class Harness:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, runner: ScriptedRunner, max_batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        runner: ScriptedRunner,
+        max_batch_size: int = 4,
+        progress_interval_s: float = 0,
+    ) -> None:
         settings = unit_settings(
             in_queue_url=IN_QUEUE,
             out_queue_url=OUT_QUEUE,
@@ -31,7 +37,7 @@ class Harness:
             default_models={"txt2img": "tiny", "txt2txt": "tiny"},
             batch_window_ms=0,
             max_batch_size=max_batch_size,
-            progress_interval_s=0,
+            progress_interval_s=progress_interval_s,
         )
         self.queues, self.blobs, self.records, self.runner = FakeQueues(), FakeBlobs(), FakeRecords(), runner
         monkeypatch.setattr(worker_module, "runner_for", lambda stage_type: runner)
@@ -87,6 +93,24 @@ def test_a_batch_runs_as_one_call_and_every_item_succeeds(monkeypatch: pytest.Mo
     assert events[0] == "started"
     assert "progress" in events
     assert events[-1] == "finished"
+
+
+def test_progress_events_are_throttled_from_started_and_stage_ends_are_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each event is an SQS send: "started" counts as the first progress report, the end of a stage other than
+    # the last is always reported, and the last stage's end is the finished event itself (100%).
+    h = Harness(monkeypatch, ScriptedRunner(kind="text"), progress_interval_s=3600)
+    h.submit("one", "a")
+    h.submit("two", "b", stages=["txt2txt", "txt2txt"])
+    h.run_until_idle()
+
+    def events(execution_id: str) -> list[tuple[str, int]]:
+        sent = [e for e in h.queues.sent if e["executionId"] == execution_id]
+        return [(e["event"], e["progress"]["percent"]) for e in sent]
+
+    assert events("one") == [("started", 0), ("finished", 100)]
+    assert events("two") == [("started", 0), ("progress", 50), ("finished", 100)]
 
 
 def test_batches_respect_max_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
