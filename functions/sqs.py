@@ -13,17 +13,15 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.executions.dependencies import execution_deps
-from functions.http import logger, metrics, tracer
+from functions.observability import LambdaHandler, capture_lambda_handler, logger, metrics
 from shared import telemetry
-
-LambdaHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
 
 def make_sqs_handler(record_handler: Callable[[SQSRecord], None]) -> LambdaHandler:
     processor = BatchProcessor(event_type=EventType.SQS)
 
     @logger.inject_lambda_context
-    @tracer.capture_lambda_handler(capture_response=False)
+    @capture_lambda_handler
     @metrics.log_metrics
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_dimension(name=telemetry.DIM_STAGE, value=execution_deps().settings.stage)

@@ -1,4 +1,8 @@
-"""Routes of the auth API (API.md, "Auth"): parse, one domain call, answer."""
+"""Routes of the auth API (API.md, "Auth"): parse, one domain call, answer.
+
+Each route imports the domain module when it first runs: it brings in pynamodb, botocore, PyJWT and argon2,
+which a cold start would otherwise load at import although only the schemas are needed to route and validate.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from functions.auth import logic
 from functions.auth.schemas import Login, RefreshTokenBody, Register, TokenPair, User
 from functions.bound import current_settings
 from functions.http import caller_id
@@ -25,11 +28,15 @@ def _json(status: int, model: Any) -> Response[Any]:
 
 @router.post("/auth/register", summary="Create an account", responses=responses(201, "Created", 400, 409, public=True))
 def register(body: Annotated[Register, Body()]) -> Response[User]:
+    from functions.auth import logic
+
     return _json(201, logic.register(body, current_settings()))
 
 
 @router.post("/auth/login", summary="Log in", responses=responses(200, "A token pair", 400, 401, public=True))
 def login(body: Annotated[Login, Body()]) -> Response[TokenPair]:
+    from functions.auth import logic
+
     return _json(200, logic.login(body, current_settings()))
 
 
@@ -37,6 +44,8 @@ def login(body: Annotated[Login, Body()]) -> Response[TokenPair]:
     "/auth/refresh", summary="Rotate a refresh token", responses=responses(200, "A new pair", 400, 401, public=True)
 )
 def refresh(body: Annotated[RefreshTokenBody, Body()]) -> Response[TokenPair]:
+    from functions.auth import logic
+
     return _json(200, logic.refresh(body.refresh_token, current_settings()))
 
 
@@ -44,6 +53,8 @@ def refresh(body: Annotated[RefreshTokenBody, Body()]) -> Response[TokenPair]:
     "/auth/logout", summary="Revoke a refresh token's family", responses=responses(204, "Revoked", 400, public=True)
 )
 def logout(body: Annotated[RefreshTokenBody, Body()]) -> Response[None]:
+    from functions.auth import logic
+
     current_settings()
     logic.logout(body.refresh_token)
     return Response(status_code=204)
@@ -51,5 +62,7 @@ def logout(body: Annotated[RefreshTokenBody, Body()]) -> Response[None]:
 
 @router.get("/users/me", summary="The caller's profile", responses=responses(200, "The caller"))
 def me() -> Response[User]:
+    from functions.auth import logic
+
     current_settings()
     return _json(200, logic.me(caller_id(router)))

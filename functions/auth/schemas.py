@@ -10,7 +10,9 @@ DISPLAY_NAME_MAX_BYTES = 100
 
 
 class _Api(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    # Validators are built on first use, not at import: EmailStr's email-validator alone costs a cold start ~30 ms.
+    # The pinned pydantic (2.14) builds a deferred model under a lock, so concurrent first requests are safe.
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", defer_build=True)
 
 
 class Register(_Api):

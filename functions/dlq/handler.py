@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from functions.dlq.logic import fail_dead_lettered
 from functions.executions.dependencies import execution_deps
-from functions.http import logger, metrics
+from functions.observability import logger, metrics
 from functions.sqs import make_sqs_handler
 from shared import telemetry
 from shared.errors import PoisonMessage

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from functions.executions.store import ExecutionStore
+from typing import TYPE_CHECKING
+
 from shared import resources as res
 from shared.messages import ExecutionStatus, InQueueMessage, utc_now_iso
+
+if TYPE_CHECKING:  # the store brings in pynamodb, which the handler loads on its first batch
+    from functions.executions.store import ExecutionStore
 
 RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
 

@@ -1,20 +1,18 @@
 """The collaborators of the executions functions, built once per process from the current settings.
 
 Binding the pynamodb records and creating clients happens on first use (never at import), and again only when
-the settings object changes (tests swap it), so warm invocations reuse connections.
+the settings object changes (tests swap it), so warm invocations reuse connections. The modules that build
+them (the domain logic, pynamodb, botocore) are imported then too, which keeps cold imports short.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
-from functions.executions.logic import ExecutionDeps
-from functions.executions.store import ExecutionStore
-from shared.aws import client
-from shared.models import bind_models
-from shared.queues import QueueClient
-from shared.settings import get_settings
-from shared.storage import BlobStore
+if TYPE_CHECKING:
+    from functions.executions.logic import ExecutionDeps
+    from shared.settings import Settings
 
 _lock = threading.Lock()
 _current: ExecutionDeps | None = None
@@ -22,15 +20,28 @@ _current: ExecutionDeps | None = None
 
 def execution_deps() -> ExecutionDeps:
     """The process's collaborators for the settings now in force."""
+    from shared.settings import get_settings
+
     global _current
     settings = get_settings()
     with _lock:
         if _current is None or _current.settings is not settings:
-            bind_models(settings)
-            _current = ExecutionDeps(
-                settings=settings,
-                store=ExecutionStore(),
-                blobs=BlobStore(client("s3", settings)),
-                queues=QueueClient(client("sqs", settings)),
-            )
+            _current = _build(settings)
         return _current
+
+
+def _build(settings: Settings) -> ExecutionDeps:
+    from functions.executions.logic import ExecutionDeps
+    from functions.executions.store import ExecutionStore
+    from shared.aws import client
+    from shared.models import bind_models
+    from shared.queues import QueueClient
+    from shared.storage import BlobStore
+
+    bind_models(settings)
+    return ExecutionDeps(
+        settings=settings,
+        store=ExecutionStore(),
+        blobs=BlobStore(client("s3", settings)),
+        queues=QueueClient(client("sqs", settings)),
+    )

@@ -5,12 +5,14 @@ Records never leave the service: `execution_view` is the one mapping from an `Ex
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from shared.messages import ErrorInfo, ExecutionStatus, Progress
-from shared.models import ExecutionRecord
+
+if TYPE_CHECKING:
+    from shared.models import ExecutionRecord  # pynamodb: not loaded when only the API shapes are needed
 
 
 class _Api(BaseModel):

@@ -1,8 +1,12 @@
-"""Routes of the pipelines API (API.md, "Pipelines"): parse, one domain call, answer."""
+"""Routes of the pipelines API (API.md, "Pipelines"): parse, one domain call, answer.
+
+The domain module is imported when a route first needs it: it brings in pynamodb and botocore, which a cold
+start would otherwise load at import although only the schemas are needed to route and validate.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body
@@ -12,18 +16,22 @@ from functions.bound import current_settings
 from functions.http import caller_id
 from functions.openapi import responses
 from functions.pagination import Cursor, Limit, decode_cursor, encode_cursor
-from functions.pipelines import logic
 from functions.pipelines.schemas import CreatePipeline, Pipeline, PipelinePage, RateRequest, Rating, StageTypes
 from shared.aws import client
 from shared.stages import stage_types_document
-from shared.storage import BlobStore
+
+if TYPE_CHECKING:
+    from functions.pipelines.logic import PipelineDeps
 
 router = APIGatewayRouter()
 
 
-def _deps() -> logic.PipelineDeps:
+def _deps() -> PipelineDeps:
+    from functions.pipelines.logic import PipelineDeps
+    from shared.storage import BlobStore
+
     settings = current_settings()
-    return logic.PipelineDeps(settings=settings, blobs=BlobStore(client("s3", settings)))
+    return PipelineDeps(settings=settings, blobs=BlobStore(client("s3", settings)))
 
 
 def _json(status: int, model: Any) -> Response[Any]:
@@ -33,6 +41,8 @@ def _json(status: int, model: Any) -> Response[Any]:
 
 
 def _page(user_id: str, limit: int, cursor: str | None, author: str | None = None) -> Response[PipelinePage]:
+    from functions.pipelines import logic
+
     current_settings()
     items, last_key = logic.list_pipelines(user_id, limit, decode_cursor(cursor), author)
     return _json(200, PipelinePage(items=items, nextCursor=encode_cursor(last_key)))
@@ -45,6 +55,8 @@ def stage_types() -> Response[StageTypes]:
 
 @router.post("/pipelines", summary="Create a pipeline", responses=responses(201, "Created", 400))
 def create(body: Annotated[CreatePipeline, Body()]) -> Response[Pipeline]:
+    from functions.pipelines import logic
+
     return _json(201, logic.create_pipeline(caller_id(router), body, _deps()))
 
 
@@ -63,6 +75,8 @@ def list_by_user(userId: str, limit: Limit = 20, cursor: Cursor = None) -> Respo
 
 @router.get("/pipelines/<pipelineId>", summary="A pipeline", responses=responses(200, "The pipeline", 404))
 def get_one(pipelineId: str) -> Response[Pipeline]:  # noqa: N803
+    from functions.pipelines import logic
+
     return _json(200, logic.get_pipeline(pipelineId, caller_id(router), _deps()))
 
 
@@ -70,12 +84,16 @@ def get_one(pipelineId: str) -> Response[Pipeline]:  # noqa: N803
     "/pipelines/<pipelineId>", summary="Delete a pipeline (author only)", responses=responses(204, "Deleted", 403, 404)
 )
 def delete(pipelineId: str) -> Response[None]:  # noqa: N803
+    from functions.pipelines import logic
+
     logic.delete_pipeline(pipelineId, caller_id(router), _deps())
     return Response(status_code=204)
 
 
 @router.get("/pipelines/<pipelineId>/rating", summary="A pipeline's rating", responses=responses(200, "Rating", 404))
 def rating(pipelineId: str) -> Response[Rating]:  # noqa: N803
+    from functions.pipelines import logic
+
     current_settings()
     return _json(200, logic.get_rating(pipelineId, caller_id(router)))
 
@@ -86,4 +104,6 @@ def rating(pipelineId: str) -> Response[Rating]:  # noqa: N803
     responses=responses(200, "Rating", 400, 403, 404),
 )
 def rate(pipelineId: str, body: Annotated[RateRequest, Body()]) -> Response[Rating]:  # noqa: N803
+    from functions.pipelines import logic
+
     return _json(200, logic.rate_pipeline(pipelineId, caller_id(router), body.score, current_settings()))

@@ -10,7 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from functions.executions.dependencies import execution_deps
-from functions.http import logger, metrics
+from functions.observability import logger, metrics
 from functions.results.logic import apply_out_event
 from functions.sqs import make_sqs_handler
 from shared import telemetry

@@ -7,11 +7,13 @@ so the caller counts only real transitions.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from functions.executions.store import ExecutionStore
 from shared.messages import ExecutionStatus, OutEvent, OutQueueMessage
-from shared.models import ExecutionRecord
+
+if TYPE_CHECKING:  # the store and the records bring in pynamodb, which the consumer loads on its first batch
+    from functions.executions.store import ExecutionStore
+    from shared.models import ExecutionRecord
 
 
 def apply_out_event(store: ExecutionStore, message: OutQueueMessage) -> ExecutionStatus | None:

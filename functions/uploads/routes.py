@@ -1,4 +1,8 @@
-"""`POST /uploads`: a presigned PUT for a prompt text or an input image (≤ 10 MiB) under the caller's prefix."""
+"""`POST /uploads`: a presigned PUT for a prompt text or an input image (≤ 10 MiB) under the caller's prefix.
+
+`upload_prefix` is imported on the first request: its module (the pipelines domain) brings in pynamodb and
+botocore, which a cold start would otherwise load at import.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from functions.bound import current_settings
 from functions.http import caller_id
 from functions.openapi import responses
-from functions.pipelines.logic import upload_prefix
 from shared.aws import client
 from shared.errors import PayloadTooLarge
-from shared.storage import BlobStore
 
 router = APIGatewayRouter()
 
@@ -41,6 +43,9 @@ class Upload(BaseModel):
 
 @router.post("/uploads", summary="A presigned PUT for an upload", responses=responses(201, "Created", 400, 413))
 def create_upload(body: Annotated[UploadRequest, Body()]) -> Response[Upload]:
+    from functions.pipelines.logic import upload_prefix
+    from shared.storage import BlobStore
+
     settings = current_settings()
     if body.size_bytes > settings.upload_max_bytes:
         raise PayloadTooLarge(f"uploads are at most {settings.upload_max_bytes} bytes")

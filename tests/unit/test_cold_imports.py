@@ -1,0 +1,96 @@
+"""Handler modules import only what routing and validation need; the heavy dependencies wait for first use.
+
+Each handler is imported in a fresh interpreter and the modules it loaded are checked. A failure here means a
+cold start pays again for something deferred on purpose (see functions.observability, shared.aws, the routes
+modules and functions.docs.handler); timing is not asserted, machines are too noisy for that.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from functions.routes import API_FUNCTIONS, AUTHORIZER_MODULE, DLQ_HANDLER_MODULE, RESULTS_CONSUMER_MODULE
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Deferred in every handler: the X-Ray SDK (built with the tracer on the first invocation), pynamodb and the
+# records (bound on the first request), botocore's client machinery (the first client), boto3 (never used),
+# the domain modules (imported by the routes when they first run) and the S3 and SQS wrappers.
+EVERYWHERE = (
+    "aws_xray_sdk",
+    "pynamodb",
+    "shared.models",
+    "botocore.session",
+    "botocore.client",
+    "boto3",
+    "s3transfer",
+    "argon2",
+    "email_validator",  # auth's schemas build their validators, EmailStr's included, on first use
+    "functions.auth.logic",
+    "functions.pipelines.logic",
+    "functions.executions.logic",
+    "functions.executions.store",
+    "shared.storage",
+    "shared.queues",
+)
+# Only the authorizer verifies tokens, and only it reads the settings at import.
+NOT_AUTHORIZER = (*EVERYWHERE, "jwt", "shared.settings")
+DEFERRED: dict[str, tuple[str, ...]] = {
+    API_FUNCTIONS["auth"]: NOT_AUTHORIZER,
+    API_FUNCTIONS["pipelines"]: NOT_AUTHORIZER,
+    API_FUNCTIONS["uploads"]: NOT_AUTHORIZER,
+    API_FUNCTIONS["executions"]: NOT_AUTHORIZER,
+    # The docs function adds every router, Swagger UI and the OpenAPI models on its first invocation.
+    API_FUNCTIONS["docs"]: (
+        *NOT_AUTHORIZER,
+        "functions.auth.routes",
+        "functions.pipelines.routes",
+        "functions.uploads.routes",
+        "functions.executions.routes",
+        "aws_lambda_powertools.event_handler.openapi.models",
+    ),
+    AUTHORIZER_MODULE: EVERYWHERE,
+    # The queue consumers do not need the HTTP resolver at all.
+    RESULTS_CONSUMER_MODULE: (*NOT_AUTHORIZER, "functions.http"),
+    DLQ_HANDLER_MODULE: (*NOT_AUTHORIZER, "functions.http"),
+}
+
+
+def _modules_loaded_by(module: str) -> set[str]:
+    code = f"import json, sys\nimport {module}\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_every_handler_module_is_covered() -> None:
+    handlers = {*API_FUNCTIONS.values(), AUTHORIZER_MODULE, RESULTS_CONSUMER_MODULE, DLQ_HANDLER_MODULE}
+    assert set(DEFERRED) == handlers
+
+
+@pytest.mark.parametrize("module", sorted(DEFERRED))
+def test_a_cold_import_leaves_the_heavy_modules_for_first_use(module: str) -> None:
+    loaded = _modules_loaded_by(module)
+    assert module in loaded
+    assert sorted(name for name in DEFERRED[module] if name in loaded) == []
+
+
+def test_the_tracer_is_built_on_the_first_invocation_and_then_reused() -> None:
+    from functions.observability import capture_lambda_handler, get_tracer
+
+    events: list[dict[str, Any]] = []
+
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        events.append(event)
+        return {"n": event["n"]}
+
+    traced = capture_lambda_handler(lambda_handler)
+    assert traced.__name__ == "lambda_handler"  # Logger and Tracer name the handler after it
+    assert [traced({"n": 1}, None), traced({"n": 2}, None)] == [{"n": 1}, {"n": 2}]
+    assert events == [{"n": 1}, {"n": 2}]
+    assert get_tracer() is get_tracer()
