@@ -71,7 +71,8 @@ def bench_stack(models_dir: Path, models_env: dict[str, str] | None = None, **ov
         models_env = local_models_env(models_dir)
     with moto_process() as endpoint:
         env = provision(endpoint) | models_env | {"DEVICE": os.environ.get("DEVICE", "auto")}
-        env |= {"POLL_WAIT_S": "20", "POWERTOOLS_METRICS_DISABLED": "true"} | overrides
+        # Short long polls: a worker's shutdown waits for its last one (a full queue answers at once anyway).
+        env |= {"POLL_WAIT_S": "2", "POWERTOOLS_METRICS_DISABLED": "true"} | overrides
         with patched_environment(env):
             settings = get_settings()
             bind_models(settings)

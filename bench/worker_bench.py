@@ -3,6 +3,9 @@
 - bare loop: `pipeline(prompt=[...])` over the prompts, `batch` at a time, nothing else;
 - worker: the real Worker on a queue holding the same executions (submitted over the API), from its start
   until the last execution is closed (outputs uploaded, result.json written, finished sent, message deleted).
+  As in production (gpu_worker.process), its compute loop runs in the main thread, the thread that loaded and
+  warmed up the model, and the overlapped worker makes its AWS calls through the I/O process (aws_io.py); the
+  naive worker makes them inline with in-process clients.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import torch
 
+from gpu_worker.aws_io import AwsIoProcess
+from gpu_worker.cancellation import ExecutionRecords
 from gpu_worker.jobs import Job
 from gpu_worker.models import ModelRegistry
 from gpu_worker.stages._torch import generators
@@ -96,21 +101,31 @@ class TimedWorker(Worker):
         super().__init__(*args, **kwargs)
         self.closed_at: dict[str, float] = {}
         self.accepted_at: dict[str, float] = {}
+        self.closed_event = threading.Event()
 
     def _close(self, job: Job) -> None:
         super()._close(job)
         self.closed_at[job.execution_id] = time.perf_counter()
+        self.closed_event.set()
 
     def _queue_stage(self, job: Job, *, urgent: bool = False) -> None:
         self.accepted_at.setdefault(job.execution_id, time.perf_counter())
         super()._queue_stage(job, urgent=urgent)
 
 
-def make_worker(settings: Settings, registry: ModelRegistry, *, batch: int, overlap: bool) -> TimedWorker:
+def make_worker(
+    settings: Settings, registry: ModelRegistry, *, batch: int, overlap: bool, aws_io: AwsIoProcess | None = None
+) -> TimedWorker:
+    """The worker as gpu_worker.process builds it: clients proxied through `aws_io` when given."""
+
+    def aws(service: str) -> Any:
+        return aws_io.client(service) if aws_io is not None else client(service, settings)
+
     return TimedWorker(
         settings.model_copy(update={"max_batch_size": batch}),
-        blobs=BlobStore(client("s3", settings)),
-        queues=QueueClient(client("sqs", settings)),
+        blobs=BlobStore(aws("s3")),
+        queues=QueueClient(aws("sqs")),
+        records=ExecutionRecords(aws("dynamodb"), settings.executions_table),
         registry=registry,
         overlap_io=overlap,
     )
@@ -119,22 +134,33 @@ def make_worker(settings: Settings, registry: ModelRegistry, *, batch: int, over
 def worker_run(
     settings: Settings, registry: ModelRegistry, execution_ids: list[str], *, batch: int, overlap: bool
 ) -> Run:
-    """Start a worker on a queue already holding `execution_ids`; time it until the last one is closed."""
-    worker = make_worker(settings, registry, batch=batch, overlap=overlap)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop, 30.0), daemon=True)
-    started = time.perf_counter()
-    thread.start()
-    deadline = started + 60 + 30 * len(execution_ids)
-    while len(worker.closed_at) < len(execution_ids):
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"the worker closed {len(worker.closed_at)} of {len(execution_ids)} executions")
-        time.sleep(0.005)
-    seconds = max(worker.closed_at.values()) - started
-    stop.set()
-    thread.join(60)
+    """Run a worker on a queue already holding `execution_ids`; time it until the last one is closed."""
+    aws_io = AwsIoProcess(settings) if overlap else None
+    try:
+        worker = make_worker(settings, registry, batch=batch, overlap=overlap, aws_io=aws_io)
+        stop = threading.Event()
+        watch = threading.Thread(target=_stop_when_closed, args=(worker, len(execution_ids), stop), daemon=True)
+        started = time.perf_counter()
+        watch.start()
+        worker.run(stop, 30.0)
+        watch.join()
+    finally:
+        if aws_io is not None:
+            aws_io.close()
+    if len(worker.closed_at) < len(execution_ids):
+        raise RuntimeError(f"the worker closed {len(worker.closed_at)} of {len(execution_ids)} executions")
     _check_results(settings, execution_ids)
+    seconds = max(worker.closed_at.values()) - started
     return Run(len(execution_ids), seconds, [worker.closed_at[e] - started for e in execution_ids])
+
+
+def _stop_when_closed(worker: TimedWorker, expected: int, stop: threading.Event) -> None:
+    """Stop the worker once it has closed `expected` executions, or after a generous deadline."""
+    deadline = time.monotonic() + 60 + 30 * expected
+    while len(worker.closed_at) < expected and time.monotonic() < deadline:
+        worker.closed_event.wait(1.0)
+        worker.closed_event.clear()
+    stop.set()
 
 
 def _check_results(settings: Settings, execution_ids: list[str]) -> None:

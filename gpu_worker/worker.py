@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_S = 10  # visibility given back to a message released after a transient failure
 MAX_MESSAGES_PER_POLL = 10
+ACCEPT_THREADS = 4  # messages of one poll accepted at once
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class Worker:
         self.capacity = max(2 * settings.max_batch_size, 2)
         self._uploads: Any = ThreadPoolExecutor(1, "uploads") if overlap_io else _Inline()
         self._notices: Any = ThreadPoolExecutor(1, "events") if overlap_io else _Inline()
+        self._accepting = ThreadPoolExecutor(ACCEPT_THREADS, "accept")
         self._jobs: dict[str, Job] = {}
         self._jobs_lock = threading.Lock()
         self._intake_stop = threading.Event()
@@ -192,6 +194,7 @@ class Worker:
             self.step()
         if self._intake is not None:  # a long poll in flight releases what it gets; closing now would hide them
             self._intake.join(self.settings.poll_wait_s + 5)
+        self._accepting.shutdown(wait=True)
         for work in self.collector.drain():
             self._release(work.job, 0)
         self._uploads.shutdown(wait=True)
@@ -223,12 +226,19 @@ class Worker:
         messages = self.queues.receive(
             self.settings.in_queue_url, max_messages=min(MAX_MESSAGES_PER_POLL, room), wait_s=wait_s
         )
-        for message in messages:
-            if self._intake_stop.is_set() and self.overlap_io:
-                self.queues.change_visibility(self.settings.in_queue_url, message.receipt_handle, 0)
-                continue
-            self.accept(message)
+        if self.overlap_io and len(messages) > 1:
+            # In parallel (each accept waits on S3 and DynamoDB), so one poll's executions meet the batch window.
+            list(self._accepting.map(self._accept_unless_stopping, messages))
+        else:
+            for message in messages:
+                self._accept_unless_stopping(message)
         return len(messages)
+
+    def _accept_unless_stopping(self, message: ReceivedMessage) -> None:
+        if self._intake_stop.is_set() and self.overlap_io:
+            self.queues.change_visibility(self.settings.in_queue_url, message.receipt_handle, 0)
+            return
+        self.accept(message)
 
     def accept(self, message: ReceivedMessage) -> None:
         """Take one in-queue message: load its request and inputs, report started, queue its first stage."""
