@@ -30,7 +30,7 @@ def cold_import_ms(module: str) -> float:
     raise RuntimeError(f"no import time for {module}")
 
 
-def cold_imports(repeats: int = 5) -> dict[str, float]:
+def cold_imports(repeats: int = 7) -> dict[str, float]:
     """Best of `repeats` per handler module; the modules take turns, so a slow spell of a shared machine does
     not fall on every try of one module."""
     modules = [*API_FUNCTIONS.values(), AUTHORIZER_MODULE, RESULTS_CONSUMER_MODULE, DLQ_HANDLER_MODULE]

@@ -39,10 +39,16 @@ class Run:
     executions: int
     seconds: float
     latencies_s: list[float]
+    model_s: float  # time spent in model calls (all of it in the bare loop)
 
     @property
     def per_second(self) -> float:
         return self.executions / self.seconds
+
+    @property
+    def model_busy(self) -> float:
+        """The share of the run the model was computing: what the worker's overlap is for."""
+        return self.model_s / self.seconds
 
     def report(self) -> dict[str, Any]:
         values = sorted(self.latencies_s)
@@ -50,6 +56,8 @@ class Run:
             "executions": self.executions,
             "seconds": round(self.seconds, 3),
             "executions_per_s": round(self.per_second, 4),
+            "model_s": round(self.model_s, 3),
+            "model_busy": round(self.model_busy, 4),
             "latency_p50_s": round(statistics.median(values), 3) if values else None,
             "latency_p95_s": round(_percentile(values, 95), 3) if values else None,
         }
@@ -78,7 +86,8 @@ def bare_loop(registry: ModelRegistry, model: str, prompts: list[str], size: int
                 output_type="pil",
             )
         finished += [time.perf_counter() - started] * len(chunk)
-    return Run(len(prompts), time.perf_counter() - started, finished)
+    seconds = time.perf_counter() - started
+    return Run(len(prompts), seconds, finished, model_s=seconds)
 
 
 def calibrate_steps(registry: ModelRegistry, model: str, size: int, target_s: float) -> tuple[int, float]:
@@ -102,6 +111,12 @@ class TimedWorker(Worker):
         self.closed_at: dict[str, float] = {}
         self.accepted_at: dict[str, float] = {}
         self.closed_event = threading.Event()
+        self.model_s = 0.0  # in run_batch: the model call and its bookkeeping
+
+    def run_batch(self, batch: list[Any]) -> None:
+        started = time.perf_counter()
+        super().run_batch(batch)
+        self.model_s += time.perf_counter() - started
 
     def _close(self, job: Job) -> None:
         super()._close(job)
@@ -151,7 +166,8 @@ def worker_run(
         raise RuntimeError(f"the worker closed {len(worker.closed_at)} of {len(execution_ids)} executions")
     _check_results(settings, execution_ids)
     seconds = max(worker.closed_at.values()) - started
-    return Run(len(execution_ids), seconds, [worker.closed_at[e] - started for e in execution_ids])
+    latencies = [worker.closed_at[e] - started for e in execution_ids]
+    return Run(len(execution_ids), seconds, latencies, model_s=worker.model_s)
 
 
 def _stop_when_closed(worker: TimedWorker, expected: int, stop: threading.Event) -> None:
