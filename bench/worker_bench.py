@@ -19,16 +19,13 @@ from typing import Any
 import torch
 
 from gpu_worker.aws_io import AwsIoProcess
-from gpu_worker.cancellation import ExecutionRecords
 from gpu_worker.jobs import Job
 from gpu_worker.models import ModelRegistry
 from gpu_worker.stages._torch import generators
-from gpu_worker.worker import Worker
+from gpu_worker.worker import Worker, worker_io
 from shared.aws import client
-from shared.queues import QueueClient
 from shared.settings import Settings
 from shared.stages import manifest_key
-from shared.storage import BlobStore
 
 GUIDANCE = 7.5
 PROMPT = "a watercolour of {}"
@@ -132,15 +129,9 @@ def make_worker(
     settings: Settings, registry: ModelRegistry, *, batch: int, overlap: bool, aws_io: AwsIoProcess | None = None
 ) -> TimedWorker:
     """The worker as gpu_worker.process builds it: clients proxied through `aws_io` when given."""
-
-    def aws(service: str) -> Any:
-        return aws_io.client(service) if aws_io is not None else client(service, settings)
-
     return TimedWorker(
         settings.model_copy(update={"max_batch_size": batch}),
-        blobs=BlobStore(aws("s3")),
-        queues=QueueClient(aws("sqs")),
-        records=ExecutionRecords(aws("dynamodb"), settings.executions_table),
+        **worker_io(settings, aws_io),
         registry=registry,
         overlap_io=overlap,
     )

@@ -13,14 +13,12 @@ import sys
 import threading
 
 from gpu_worker.aws_io import AwsIoProcess
-from gpu_worker.cancellation import ExecutionRecords
 from gpu_worker.fleet import BusyFlag
 from gpu_worker.metrics import WorkerMetrics
 from gpu_worker.models import ModelRegistry
-from gpu_worker.worker import Worker
+from gpu_worker.worker import Worker, worker_io
 from shared.aws import client
 from shared.models import bind_models
-from shared.queues import QueueClient
 from shared.resources import IN_QUEUE_VISIBILITY_S
 from shared.settings import get_settings
 from shared.storage import BlobStore
@@ -58,9 +56,7 @@ def main() -> int:
     aws_io = AwsIoProcess(settings, on_exit=stop.set)  # if it dies, stop: systemd restarts the worker
     worker = Worker(
         settings,
-        blobs=BlobStore(aws_io.client("s3")),
-        queues=QueueClient(aws_io.client("sqs")),
-        records=ExecutionRecords(aws_io.client("dynamodb"), settings.executions_table),
+        **worker_io(settings, aws_io),
         registry=ModelRegistry(settings, BlobStore(client("s3", settings))),  # weights: parallel GETs, here
         visibility_s=_queue_visibility(sqs, settings.in_queue_url),
         metrics=metrics,

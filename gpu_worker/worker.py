@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpu_worker.batching import BatchCollector
 from gpu_worker.cancellation import ExecutionRecords
@@ -43,11 +43,28 @@ from shared.settings import Settings
 from shared.stages import ExecutionRequest, ResultManifest, ResultOutput, execution_prefix, manifest_key
 from shared.storage import BlobStore, S3Uri
 
+if TYPE_CHECKING:
+    from gpu_worker.aws_io import AwsIoProcess
+
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_S = 10  # visibility given back to a message released after a transient failure
 MAX_MESSAGES_PER_POLL = 10
 ACCEPT_THREADS = 4  # messages of one poll accepted at once
+
+
+def worker_io(settings: Settings, aws_io: AwsIoProcess | None = None) -> dict[str, Any]:
+    """A Worker's `blobs`, `queues` and `records`, their calls made by `aws_io` when given (as
+    gpu_worker.process runs it), else by clients in this process."""
+
+    def aws(service: str) -> Any:
+        return aws_io.client(service) if aws_io is not None else client(service, settings)
+
+    return {
+        "blobs": BlobStore(aws("s3")),
+        "queues": QueueClient(aws("sqs")),
+        "records": ExecutionRecords(aws("dynamodb"), settings.executions_table),
+    }
 
 
 @dataclass(frozen=True)

@@ -25,17 +25,14 @@ from PIL import Image
 
 from gpu_worker import worker as worker_module
 from gpu_worker.aws_io import AwsIoProcess
-from gpu_worker.cancellation import ExecutionRecords
 from gpu_worker.tiny_models import local_models_env
-from gpu_worker.worker import Worker
+from gpu_worker.worker import Worker, worker_io
 from local.consumers import QueueConsumers
 from shared.aws import client
 from shared.messages import ExecutionStatus
 from shared.models import ExecutionRecord
-from shared.queues import QueueClient
 from shared.settings import Settings, get_settings
 from shared.stages import execution_prefix
-from shared.storage import BlobStore
 from tests.integration.executions_support import call_api, make_pipeline, new_id, private_queues, submit
 
 pytestmark = pytest.mark.timeout(240)
@@ -71,15 +68,9 @@ class RunningWorker:
     def __init__(self, settings: Settings, *, aws_io: bool = False, **options: Any) -> None:
         """`aws_io`: make the AWS calls through the I/O process, as gpu_worker.process does."""
         self.aws_io = AwsIoProcess(settings) if aws_io else None
-
-        def aws(service: str) -> Any:
-            return self.aws_io.client(service) if self.aws_io is not None else client(service, settings)
-
         self.worker = Worker(
             settings,
-            blobs=BlobStore(aws("s3")),
-            queues=QueueClient(aws("sqs")),
-            records=ExecutionRecords(aws("dynamodb"), settings.executions_table),
+            **worker_io(settings, self.aws_io),
             visibility_s=SHORT_VISIBILITY_S,
             **options,
         )
