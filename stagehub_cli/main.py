@@ -718,6 +718,37 @@ def executions_wait(
     _finish(state, _wait(state, execution, poll_interval, wait_window), output)
 
 
+@executions_app.command("deliveries")
+def executions_deliveries(
+    ctx: typer.Context,
+    execution_id: ExecutionId,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    all_pages: AllPages = False,
+) -> None:
+    """The attempts to deliver an execution's webhook events, newest first."""
+    state = _state(ctx)
+    client = state.client
+    first = client.webhook_deliveries(execution_id, limit, cursor)
+    page = _gather(first, lambda c: client.webhook_deliveries(execution_id, limit, c), all_pages)
+
+    def render(out: Console) -> None:
+        table = Table("at", "type", "attempt", "status", "webhook-id", "error")
+        for item in page["items"]:
+            table.add_row(
+                shown(item.get("at", "")),
+                shown(item.get("type", "")),
+                shown(item.get("attempt", "")),
+                shown(item.get("status") if item.get("status") is not None else "-"),
+                shown(item.get("webhookId", "")),
+                shown(item.get("error") or ""),
+            )
+        out.print(table)
+        _more_hint(state, page)
+
+    state.emit(page, render)
+
+
 @executions_app.command("cancel")
 def executions_cancel(ctx: typer.Context, execution_id: ExecutionId) -> None:
     """Cancel a queued or running execution (a running one stops at its next step)."""
@@ -732,6 +763,19 @@ def executions_delete(ctx: typer.Context, execution_id: ExecutionId) -> None:
     state = _state(ctx)
     state.client.delete_execution(execution_id)
     state.emit({"deleted": execution_id}, lambda out: out.print(shown(f"Deleted execution {execution_id}")))
+
+
+@app.command("webhook-secret")
+def webhook_secret(
+    ctx: typer.Context,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Replace it (deliveries are then signed with the new one).")
+    ] = False,
+) -> None:
+    """My webhook signing secret (whsec_...): verify deliveries with stagehub_cli.client.verify_webhook."""
+    state = _state(ctx)
+    secret = state.client.webhook_secret(rotate=rotate)
+    state.emit({"secret": secret}, lambda out: out.print(shown(secret), highlight=False))
 
 
 @app.command()

@@ -225,3 +225,30 @@ def alice(tmp_path: Path) -> Cli:
     cli = Cli(FakeApi(), tmp_path / "config")
     cli.login_as("alice@example.com")
     return cli
+
+
+def test_webhook_secret_and_rotation(alice: Cli) -> None:
+    first = alice("webhook-secret")
+    assert first.exit_code == 0, first.output
+    secret = first.stdout.strip()
+    assert secret.startswith("whsec_")
+    assert alice("webhook-secret").stdout.strip() == secret
+    rotated = json.loads(alice("--json", "webhook-secret", "--rotate").stdout)["secret"]
+    assert rotated != secret
+
+
+def test_executions_deliveries_lists_the_attempts(alice: Cli) -> None:
+    execution_id = json.loads(alice("--json", "run", alice.create("txt2img.json")).stdout)["executionId"]
+    attempt = {"webhookId": "msg_1", "type": "execution.completed", "at": "2026-12-01T00:00:00Z"}
+    alice.api.deliveries[execution_id] = [
+        attempt | {"attempt": 1, "status": None, "error": "no answer within 10 s [/]\x1b[2J"},
+        attempt | {"attempt": 2, "status": 200, "error": None},
+    ]
+    listed = alice("executions", "deliveries", execution_id)
+    assert listed.exit_code == 0, listed.output
+    assert "msg_1" in listed.stdout
+    assert "no answer within 10 s [/]" in listed.stdout
+    _assert_inert(listed.output)
+    page = json.loads(alice("--json", "executions", "deliveries", execution_id, "--limit", "1").stdout)
+    assert [d["attempt"] for d in page["items"]] == [2]
+    assert alice("executions", "deliveries", "nope").exit_code == ExitCode.NOT_FOUND
