@@ -39,6 +39,8 @@ def _apply_progress(store: ExecutionStore, record: ExecutionRecord, message: Out
     updated = store.record_progress(record, message.progress.model_dump(mode="json"), message.at)
     publish_execution_change(updated, EventKind.PROGRESS)
     started_now = updated is not None and record.status == ExecutionStatus.QUEUED
+    if started_now:  # the progress event overtook its started event, whose own write will not apply
+        publish_execution_change(updated, EventKind.STARTED)
     return ExecutionStatus.RUNNING if started_now else None
 
 

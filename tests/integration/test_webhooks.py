@@ -192,15 +192,20 @@ def test_gone_stops_every_later_delivery_of_the_execution(env: Settings, receive
 
 def test_progress_goes_out_at_most_every_interval(env: Settings, receiver: Receiver) -> None:
     user = new_id()
-    execution_id = run_with_webhook(user, receiver.url, ["progress"])
+    execution_id = run_with_webhook(user, receiver.url, ["started", "progress"])
     results(
         env,
-        out_event(execution_id, "progress", progress=progress(10)),
+        out_event(execution_id, "progress", progress=progress(10)),  # overtook "started": it starts the execution
         out_event(execution_id, "progress", progress=progress(20)),
         out_event(execution_id, "progress", progress=progress(30)),
+        out_event(execution_id, "started"),  # late: applies nothing, publishes nothing
     )
     send_webhooks(env)
-    assert [json.loads(r.body)["data"]["progress"]["percent"] for r in receiver.received] == [10]
+    payloads = sorted((json.loads(r.body) for r in receiver.received), key=lambda p: str(p["type"]))
+    assert [(p["type"], p["data"]["progress"]["percent"]) for p in payloads] == [
+        ("execution.progress", 10),
+        ("execution.started", 10),
+    ]
 
 
 def test_retries_exhausted_go_to_the_dlq(env: Settings, receiver: Receiver) -> None:

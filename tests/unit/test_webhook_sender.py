@@ -193,3 +193,84 @@ def test_redirects_are_not_followed_and_answers_are_read_to_a_cap(monkeypatch: p
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _self_signed(host: str, directory: Any) -> tuple[str, str, str]:
+    """A certificate for `host` and its key (PEM files), and the PEM text to trust."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_text(pem)
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_file), str(key_file), pem
+
+
+def test_https_connects_to_the_checked_ip_and_verifies_the_hosts_certificate(tmp_path: Any) -> None:
+    """The URL's host is never resolved again: the connection goes to the pinned IP, with the host as SNI and
+    Host header, and TLS still checks the certificate against that host."""
+    import http.server
+    import ssl
+    import threading
+
+    from functions.webhooks.address import WebhookTarget
+
+    cert_file, key_file, pem = _self_signed("hooks.test", tmp_path)
+    seen: list[str] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers["Host"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert_file, key_file)
+    sni: list[str | None] = []
+    server_tls.sni_callback = lambda sock, name, context: sni.append(name)  # type: ignore[assignment,func-returns-value]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    server.socket = server_tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    trust = ssl.create_default_context(cadata=pem)
+    try:
+        answer = delivery.post(
+            WebhookTarget("https", "hooks.test", port, "/in"), "127.0.0.1", {}, b"{}", timeout_s=5, tls=trust
+        )
+        assert answer == Answer(204, None)
+        assert seen == [f"hooks.test:{port}"]
+        assert sni == ["hooks.test"]
+        wrong = delivery.post(
+            WebhookTarget("https", "other.test", port, "/in"), "127.0.0.1", {}, b"{}", timeout_s=5, tls=trust
+        )
+        assert wrong.status is None
+        assert "TLS failed" in str(wrong.error)
+    finally:
+        server.shutdown()
+        server.server_close()
