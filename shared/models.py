@@ -189,6 +189,9 @@ class WebhookSecretRecord(_Record):
     sk = UnicodeAttribute(range_key=True)
     secret = UnicodeAttribute()
     created_at = UnicodeAttribute(attr_name="createdAt")
+    # The secret a rotation replaced, and when (Unix seconds): deliveries carry its signature too for a while.
+    previous_secret = UnicodeAttribute(attr_name="previousSecret", null=True)
+    rotated_at = NumberAttribute(attr_name="rotatedAt", null=True)
 
 
 class WebhookStateRecord(_Record):

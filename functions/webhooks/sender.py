@@ -78,7 +78,10 @@ def attempt(message: WebhookMessage, deps: WebhookDeps, timestamp: int) -> Answe
     headers = {
         "webhook-id": message.webhook_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(deps.store.secret(message.user_id), message.webhook_id, timestamp, body),
+        "webhook-signature": " ".join(
+            sign(secret, message.webhook_id, timestamp, body)
+            for secret in deps.store.signing_secrets(message.user_id, timestamp)
+        ),
     }
     return post(target, ip, headers, body, timeout_s=settings.webhook_timeout_s)
 

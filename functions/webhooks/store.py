@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ STATE_SORT_KEY = "state"
 DELIVERY_PREFIX = "delivery#"
 # The delivery log and the state outlive the execution's results (30 days) by a little, then expire.
 LOG_TTL = timedelta(days=31)
+ROTATION_GRACE_S = 24 * 3600
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -76,9 +78,19 @@ class WebhookStore:
 
     def secret(self, user_id: str) -> str:
         """The user's secret, created on first use (a race of two first uses keeps one of them)."""
+        return self._secret_record(user_id).secret
+
+    def signing_secrets(self, user_id: str, now: float) -> list[str]:
+        """The secrets a delivery is signed with: the current one, and for `ROTATION_GRACE_S` after a rotation
+        the one it replaced (Standard Webhooks allows several signatures), so receivers can switch at leisure."""
+        record = self._secret_record(user_id)
+        recent = record.rotated_at is not None and now - float(record.rotated_at) < ROTATION_GRACE_S
+        return [record.secret, record.previous_secret] if recent and record.previous_secret else [record.secret]
+
+    def _secret_record(self, user_id: str) -> WebhookSecretRecord:
         with _dynamodb(f"webhook secret of {user_id}"):
             try:
-                return WebhookSecretRecord.get(user_key(user_id), SECRET_SORT_KEY, consistent_read=True).secret
+                return WebhookSecretRecord.get(user_key(user_id), SECRET_SORT_KEY, consistent_read=True)
             except WebhookSecretRecord.DoesNotExist:
                 pass
         record = WebhookSecretRecord(user_key(user_id), SECRET_SORT_KEY, secret=new_secret(), created_at=utc_now_iso())
@@ -87,12 +99,20 @@ class WebhookStore:
         except PynamoDBException as exc:
             if not _condition_failed(exc):
                 raise StoreUnavailable(f"database error on webhook secret of {user_id}") from exc
-            return self.secret(user_id)  # another request created it first
-        return record.secret
+            return self._secret_record(user_id)  # another request created it first
+        return record
 
     def rotate_secret(self, user_id: str) -> str:
-        """A new secret replaces the user's secret; deliveries from now on are signed with it."""
-        record = WebhookSecretRecord(user_key(user_id), SECRET_SORT_KEY, secret=new_secret(), created_at=utc_now_iso())
+        """A new secret replaces the user's; the replaced one still signs deliveries for `ROTATION_GRACE_S`."""
+        current = self._secret_record(user_id)
+        record = WebhookSecretRecord(
+            user_key(user_id),
+            SECRET_SORT_KEY,
+            secret=new_secret(),
+            created_at=utc_now_iso(),
+            previous_secret=current.secret,
+            rotated_at=time.time(),
+        )
         with _dynamodb(f"webhook secret of {user_id}"):
             record.save()
         return record.secret

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from functions.dlq.handler import lambda_handler as dlq_handler
 from functions.results.handler import lambda_handler as results_handler
@@ -324,6 +325,20 @@ def test_the_secret_is_created_on_first_use_and_rotated_on_post(env: Settings) -
     assert secret_of(user) == rotated["secret"]
     assert secret_of(new_id()) != rotated["secret"]
     assert call_webhooks("GET", "/users/me/webhook-secret", None)[0] == 401
+
+
+def test_after_a_rotation_deliveries_verify_with_the_new_and_the_old_secret(env: Settings, receiver: Receiver) -> None:
+    user = new_id()
+    old = secret_of(user)
+    _, rotated = call_webhooks("POST", "/users/me/webhook-secret", user)
+    execution_id = run_with_webhook(user, receiver.url)
+    results(env, out_event(execution_id, "finished", success=True, status="SUCCEEDED"))
+    send_webhooks(env)
+    (delivered,) = receiver.received
+    for secret in (rotated["secret"], old):
+        assert Webhook(secret).verify(delivered.body, delivered.headers)["type"] == "execution.completed"
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + base64.b64encode(b"x" * 32).decode()).verify(delivered.body, delivered.headers)
 
 
 def test_the_delivery_log_is_the_owners_only_and_pages(env: Settings, receiver: Receiver) -> None:

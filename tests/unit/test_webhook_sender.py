@@ -32,8 +32,8 @@ class FakeStore:
     def mark_gone(self, execution_id: str) -> None:
         self.gone.add(execution_id)
 
-    def secret(self, user_id: str) -> str:
-        return SECRET
+    def signing_secrets(self, user_id: str, now: float) -> list[str]:
+        return [SECRET]
 
     def log_delivery(self, record: Delivery) -> None:
         self.log.append(record)
