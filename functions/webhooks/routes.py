@@ -21,6 +21,16 @@ def _json(status: int, body: Any) -> Response[Any]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
+def _secret(secret: str) -> Response[Any]:
+    """A secret must not stay in any cache on the way (as token answers)."""
+    return Response(
+        status_code=200,
+        content_type=content_types.APPLICATION_JSON,
+        body={"secret": secret},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 @router.get(
     "/users/me/webhook-secret",
     summary="The caller's webhook signing secret (created on first use)",
@@ -29,7 +39,7 @@ def _json(status: int, body: Any) -> Response[Any]:
 def get_secret() -> Response[WebhookSecret]:
     from functions.webhooks import logic
 
-    return _json(200, {"secret": logic.webhook_secret(caller_id(router), webhook_deps())})
+    return _secret(logic.webhook_secret(caller_id(router), webhook_deps()))
 
 
 @router.post(
@@ -40,7 +50,7 @@ def get_secret() -> Response[WebhookSecret]:
 def rotate_secret() -> Response[WebhookSecret]:
     from functions.webhooks import logic
 
-    return _json(200, {"secret": logic.rotate_webhook_secret(caller_id(router), webhook_deps())})
+    return _secret(logic.rotate_webhook_secret(caller_id(router), webhook_deps()))
 
 
 @router.get(

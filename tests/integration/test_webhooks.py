@@ -325,6 +325,10 @@ def test_the_secret_is_created_on_first_use_and_rotated_on_post(env: Settings) -
     assert secret_of(user) == rotated["secret"]
     assert secret_of(new_id()) != rotated["secret"]
     assert call_webhooks("GET", "/users/me/webhook-secret", None)[0] == 401
+    from functions.webhooks.handler import lambda_handler
+
+    answer = lambda_handler(api_event("GET", "/users/me/webhook-secret", user), lambda_context("webhooks"))  # type: ignore[arg-type]
+    assert answer["multiValueHeaders"]["Cache-Control"] == ["no-store"]
 
 
 def test_after_a_rotation_deliveries_verify_with_the_new_and_the_old_secret(env: Settings, receiver: Receiver) -> None:
