@@ -25,10 +25,12 @@ API_FUNCTIONS: dict[str, str] = {
     "executions": "functions.executions.handler",
     "docs": "functions.docs.handler",
 }
+API_FUNCTIONS["webhooks"] = "functions.webhooks.handler"  # webhook secret and delivery log
 AUTHORIZER_MODULE = "functions.authorizer.handler"
 # Queue consumers (not behind API Gateway).
 RESULTS_CONSUMER_MODULE = "functions.results.handler"
 DLQ_HANDLER_MODULE = "functions.dlq.handler"
+WEBHOOK_SENDER_MODULE = "functions.webhooks.sender_handler"  # the webhook queue's consumer
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", "docs", authorized=False),
@@ -55,4 +57,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/executions/{executionId}/result", "executions"),
     Route("POST", "/executions/{executionId}/cancel", "executions"),
     Route("DELETE", "/executions/{executionId}", "executions"),
+)
+
+# Webhooks (API.md, "Events: wait, webhooks, backends").
+ROUTES = (
+    *ROUTES,
+    Route("GET", "/users/me/webhook-secret", "webhooks"),
+    Route("POST", "/users/me/webhook-secret", "webhooks"),
+    Route("GET", "/executions/{executionId}/webhook-deliveries", "webhooks"),
 )

@@ -36,6 +36,10 @@ CONSUMER_BATCH_SIZE = 10
 AUTHORIZER = "authorizer"
 RESULTS_CONSUMER = "results"
 DLQ_HANDLER = "dlq"
+WEBHOOK_SENDER = "webhooksender"
+# One delivery attempt is at most 10 s (plus DNS and the log write); the webhook queue's visibility is 6x this.
+WEBHOOK_SENDER_TIMEOUT_S = res.WEBHOOK_QUEUE_VISIBILITY_S // 6
+WEBHOOK_SENDER_BATCH_SIZE = 1  # attempts are independent: a slow receiver holds back no other event
 # Password hashing (argon2id) is memory-hard: the auth function gets more memory (and so more CPU).
 MEMORY_MB = {"auth": 1024}
 DEFAULT_MEMORY_MB = 512
@@ -57,6 +61,7 @@ def function_specs() -> list[FunctionSpec]:
     specs.append(FunctionSpec(AUTHORIZER, routes.AUTHORIZER_MODULE, 10, reads_secret=True))
     specs.append(FunctionSpec(RESULTS_CONSUMER, routes.RESULTS_CONSUMER_MODULE, CONSUMER_TIMEOUT_S))
     specs.append(FunctionSpec(DLQ_HANDLER, routes.DLQ_HANDLER_MODULE, CONSUMER_TIMEOUT_S))
+    specs.append(FunctionSpec(WEBHOOK_SENDER, routes.WEBHOOK_SENDER_MODULE, WEBHOOK_SENDER_TIMEOUT_S))
     return specs
 
 
@@ -96,6 +101,8 @@ class Functions(Construct):
             self.functions[spec.name] = self._function(spec, code, environment)
         self._grant(data, queues)
         self._consume(queues)
+        self._grant_webhooks(data, queues)
+        self._consume_webhooks(queues)
 
     def __getitem__(self, name: str) -> lambda_.Function:
         return self.functions[name]
@@ -126,6 +133,8 @@ class Functions(Construct):
         }
         if res.OUT_QUEUE.dlq_env_var:
             env[res.OUT_QUEUE.dlq_env_var] = queues.out.dlq.queue_url
+        env[res.WEBHOOK_QUEUE.env_var] = queues.webhooks.queue.queue_url
+        env[str(res.WEBHOOK_QUEUE.dlq_env_var)] = queues.webhooks.dlq.queue_url
         for spec in res.TABLES:
             env[spec.env_var] = data.table(spec).table_name
         for bucket in res.BUCKETS:
@@ -216,6 +225,30 @@ class Functions(Construct):
             role = self._role(consumer)
             table(res.EXECUTIONS).grant_read_write_data(role)
             self._acknowledge_table_grants(role, data, (res.EXECUTIONS,))
+
+    def _grant_webhooks(self, data: Data, queues: Queues) -> None:
+        """Webhooks: the secret and log API, the sender, and the publishers on the out-queue path."""
+        webhooks_table = data.table(res.WEBHOOKS)
+        api = self._role("webhooks")
+        webhooks_table.grant(api, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query")
+        data.table(res.EXECUTIONS).grant(api, "dynamodb:GetItem")
+        self._acknowledge_table_grants(api, data, (res.EXECUTIONS,))
+        sender = self._role(WEBHOOK_SENDER)
+        webhooks_table.grant(sender, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
+        queues.webhooks.queue.grant_send_messages(sender)  # retries
+        queues.webhooks.dlq.grant_send_messages(sender)  # retries exhausted
+        # The out-queue path publishes events; only progress events write (the 5 s throttle).
+        for publisher in (RESULTS_CONSUMER, DLQ_HANDLER, "executions"):
+            queues.webhooks.queue.grant_send_messages(self._role(publisher))
+        for publisher in (RESULTS_CONSUMER, DLQ_HANDLER):
+            webhooks_table.grant(self._role(publisher), "dynamodb:UpdateItem")
+
+    def _consume_webhooks(self, queues: Queues) -> None:
+        self[WEBHOOK_SENDER].add_event_source(
+            sources.SqsEventSource(
+                queues.webhooks.queue, batch_size=WEBHOOK_SENDER_BATCH_SIZE, report_batch_item_failures=True
+            )
+        )
 
     def _acknowledge_table_grants(self, role: iam.IRole, data: Data, specs: tuple[res.TableSpec, ...]) -> None:
         for spec in specs:

@@ -71,6 +71,7 @@ class Monitoring(Construct):
         self.alarm_action = cw_actions.SnsAction(self.topic)
         self.alarms: list[cloudwatch.Alarm] = []
         self._queue_alarms(queues)
+        self._webhook_alarms(queues)
         self._api_alarms(rest_api)
         self._function_alarms(functions)
         self.dashboard = cloudwatch.Dashboard(
@@ -122,6 +123,20 @@ class Monitoring(Construct):
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 evaluation_periods=5,
             )
+
+    def _webhook_alarms(self, queues: Queues) -> None:
+        """Webhook events whose retries ran out (or that broke the sender) wait in the webhook DLQ. No oldest-
+        message alarm: retries wait in the queue on purpose, for up to 15 minutes a hop."""
+        self._alarm(
+            "WebhooksDlqNotEmpty",
+            "the webhooks dead-letter queue holds events no receiver accepted within the retry schedule",
+            metric=queues.webhooks.dlq.metric_approximate_number_of_messages_visible(
+                period=cdk.Duration.minutes(1), statistic="Maximum"
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+        )
 
     def _api_alarms(self, rest_api: apigw.RestApi) -> None:
         rate = cloudwatch.MathExpression(
@@ -203,6 +218,7 @@ class Monitoring(Construct):
 
     def _queue_widgets(self, queues: Queues) -> None:
         pairs = list(self._queue_pairs(queues))
+        pairs.append(("Webhooks", queues.webhooks))
         minute = cdk.Duration.minutes(1)
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(

@@ -40,6 +40,8 @@ class Queues(Construct):
             backend: self._pair(res.in_queue_spec(backend), _pascal(backend) + "In") for backend in names.backends
         }
         self.out = self._pair(res.OUT_QUEUE, "Out")
+        # Webhook events waiting for delivery (retries are re-sent with a delay); exhausted ones go to its DLQ.
+        self.webhooks = self._pair(res.WEBHOOK_QUEUE, "Webhooks")
 
     def _pair(self, spec: res.QueueSpec, construct_id: str) -> QueuePair:
         dlq = sqs.Queue(

@@ -1,4 +1,4 @@
-"""The local stand-in for Lambda's SQS event source mappings: the out-queue and dead-letter consumers.
+"""The local stand-in for Lambda's SQS event source mappings: the out-queue, dead-letter and webhook consumers.
 
 Background threads long-poll the out-queue and every in-queue DLQ on moto, wrap what they receive into real SQS
 Lambda events, call the same `lambda_handler`s as AWS does, and delete the messages the handler did not report in
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from functions.routes import DLQ_HANDLER_MODULE, RESULTS_CONSUMER_MODULE
+from functions.routes import DLQ_HANDLER_MODULE, RESULTS_CONSUMER_MODULE, WEBHOOK_SENDER_MODULE
 from shared.aws import client
 from shared.errors import ServiceUnavailable
 from shared.queues import QueueClient, ReceivedMessage
@@ -103,6 +103,9 @@ class QueueConsumers:
             self._sources.append(_Source("results", settings.out_queue_url, results, results_lock))
         for backend, url in settings.backend_dlqs.items():
             self._sources.append(_Source(f"dlq-{backend}", url, dlq, dlq_lock))
+        if settings.webhook_queue_url:  # the webhook sender, as its event source mapping runs it in AWS
+            sender = _handler(WEBHOOK_SENDER_MODULE)
+            self._sources.append(_Source("webhooks", settings.webhook_queue_url, sender, threading.Lock()))
 
     def start(self) -> QueueConsumers:
         self._stop.clear()

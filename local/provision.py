@@ -114,4 +114,8 @@ def provision(endpoint_url: str, stage: str = res.DEFAULT_STAGE, jwt_secret: str
     env[res.BACKEND_DLQS_ENV_VAR] = json.dumps(backend_dlqs)
     env["IN_QUEUE_URL"] = backend_queues[res.DEFAULT_BACKEND]
     env["OUT_QUEUE_URL"], env["OUT_DLQ_URL"] = _create_queue_pair(sqs, res.OUT_QUEUE, names)
+    # Webhooks: the events waiting for delivery and the ones whose retries ran out.
+    env[res.WEBHOOK_QUEUE.env_var], env[str(res.WEBHOOK_QUEUE.dlq_env_var)] = _create_queue_pair(
+        sqs, res.WEBHOOK_QUEUE, names
+    )
     return env

@@ -100,6 +100,8 @@ class LocalStack:
         endpoint = self._moto.start()
         _log("creating tables, buckets and queues")
         self.environment = provision(endpoint) | models_environment(self.models_dir)
+        # Webhook receivers on this machine listen on loopback over plain HTTP (API.md allows it locally).
+        self.environment["WEBHOOK_ALLOW_LOOPBACK_HTTP"] = "true"
         self._env_context = patched_environment(self.environment)
         self._env_context.__enter__()
         bind_models(get_settings())

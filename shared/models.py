@@ -11,6 +11,7 @@ from typing import Any
 from pynamodb.attributes import (
     BooleanAttribute,
     JSONAttribute,
+    ListAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -133,6 +134,9 @@ class ExecutionRecord(_Record):
     user_status = UnicodeAttribute(attr_name="userStatus")
     pipeline_user = UnicodeAttribute(attr_name="pipelineUser")
     expires_at = TTLAttribute(attr_name="expiresAt", null=True)
+    # Webhooks: where this execution's events go, and which of them (API.md, "Events: wait, webhooks, backends").
+    webhook = UnicodeAttribute(null=True)
+    webhook_events = ListAttribute(of=UnicodeAttribute, attr_name="webhookEvents", null=True)
 
     by_user = _gsi(_index(res.EXECUTIONS, "user-index"), "user_id", "sort_key")()
     by_user_status = _gsi(_index(res.EXECUTIONS, "user-status-index"), "user_status", "sort_key")()
@@ -170,3 +174,54 @@ def bind_models(settings: Settings) -> None:
         record._connection = None
         for index in record._indexes.values():
             index._connection = None  # type: ignore[attr-defined]
+
+
+# --- webhooks: one table (shared.resources.WEBHOOKS), three kinds of item told apart by their keys ---
+
+
+class WebhookSecretRecord(_Record):
+    """A user's webhook signing secret (`whsec_<base64>`): pk "user#<userId>", sk "secret"."""
+
+    class Meta(_Record.Meta):
+        spec = res.WEBHOOKS
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    secret = UnicodeAttribute()
+    created_at = UnicodeAttribute(attr_name="createdAt")
+    # The secret a rotation replaced, and when (Unix seconds): deliveries carry its signature too for a while.
+    previous_secret = UnicodeAttribute(attr_name="previousSecret", null=True)
+    rotated_at = NumberAttribute(attr_name="rotatedAt", null=True)
+
+
+class WebhookStateRecord(_Record):
+    """An execution's delivery state: pk "execution#<id>", sk "state" (progress throttle, stopped by a 410)."""
+
+    class Meta(_Record.Meta):
+        spec = res.WEBHOOKS
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    last_progress_at = NumberAttribute(attr_name="lastProgressAt", null=True)  # Unix seconds
+    gone_at = UnicodeAttribute(attr_name="goneAt", null=True)
+    expires_at = TTLAttribute(attr_name="expiresAt", null=True)
+
+
+class WebhookDeliveryRecord(_Record):
+    """One delivery attempt: pk "execution#<id>", sk "delivery#<at>#<webhookId>#<attempt>" (newest first)."""
+
+    class Meta(_Record.Meta):
+        spec = res.WEBHOOKS
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    webhook_id = UnicodeAttribute(attr_name="webhookId")
+    type = UnicodeAttribute()
+    attempt = NumberAttribute()
+    status = NumberAttribute(null=True)  # the receiver's HTTP status; null when none came
+    error = UnicodeAttribute(null=True)
+    at = UnicodeAttribute()
+    expires_at = TTLAttribute(attr_name="expiresAt", null=True)
+
+
+RECORDS = (*RECORDS, WebhookSecretRecord, WebhookStateRecord, WebhookDeliveryRecord)

@@ -65,3 +65,8 @@ class QueueClient:
         self._call(
             "change_message_visibility", QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=timeout_s
         )
+
+    def send_later(self, queue_url: str, body: str, delay_s: int) -> str:
+        """Send a message that becomes visible after `delay_s` seconds (SQS allows 0-900)."""
+        response = self._call("send_message", QueueUrl=queue_url, MessageBody=body, DelaySeconds=delay_s)
+        return response["MessageId"]  # type: ignore[no-any-return]

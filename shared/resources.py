@@ -178,3 +178,30 @@ class ResourceNames:
 
     def dlq(self, spec: QueueSpec) -> str:
         return spec.dlq_physical_name(self.stage)
+
+
+# --- webhooks (API.md, "Events: wait, webhooks, backends") ---
+
+# One table for the webhook side: the users' signing secrets ("user#<id>" / "secret"), each execution's
+# delivery state ("execution#<id>" / "state": progress throttle, 410 stop) and its delivery log
+# ("execution#<id>" / "delivery#<at>#<webhookId>#<attempt>", newest first by sort key).
+WEBHOOKS = TableSpec(
+    logical_id="webhooks",
+    env_var="WEBHOOKS_TABLE",
+    hash_key=KeySpec("pk"),
+    range_key=KeySpec("sk"),
+    ttl_attribute="expiresAt",
+)
+TABLES = (*TABLES, WEBHOOKS)
+
+# The webhook sender's Lambda timeout is 30 s (one delivery of at most 10 s, plus DNS and the log write).
+WEBHOOK_QUEUE_VISIBILITY_S = 180
+# Events waiting for delivery (and their retries, each re-sent with DelaySeconds); a message that makes the
+# sender itself fail this many times goes to the DLQ, as does an event whose retries are exhausted.
+WEBHOOK_QUEUE = QueueSpec(
+    logical_id="webhooks",
+    env_var="WEBHOOK_QUEUE_URL",
+    visibility_timeout_s=WEBHOOK_QUEUE_VISIBILITY_S,
+    max_receive_count=5,
+    dlq_env_var="WEBHOOK_DLQ_URL",
+)

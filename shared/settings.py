@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator
 
 from shared import resources as res
 
@@ -83,11 +83,31 @@ class Settings(BaseModel):
     asg_name: str = ""
     lifecycle_hook_name: str = ""
 
+    # Webhooks (API.md, "Events: wait, webhooks, backends").
+    webhooks_table: str = ""  # set from shared.resources.WEBHOOKS like the other tables
+    webhook_queue_url: str = ""  # events waiting for delivery (and their retries)
+    webhook_dlq_url: str = ""  # events whose retries are exhausted
+    # The local stack's receivers listen on loopback over plain HTTP; never set in AWS.
+    webhook_allow_loopback_http: bool = False
+    # Delays before the 2nd, 3rd, ... attempt of one event (seconds; at least 24 h in all, as API.md promises).
+    webhook_retry_delays_s: list[NonNegativeInt] = Field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=30)  # one delivery attempt, connect to answer
+    webhook_progress_interval_s: float = Field(default=5.0, ge=0)  # at most one progress event per execution per N s
+
     @field_validator("backend_queues", "backend_dlqs", "models", "default_models", mode="before")
     @classmethod
     def _parse_json(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("webhook_retry_delays_s", mode="before")
+    @classmethod
+    def _parse_delays(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
         return value
 
     @property

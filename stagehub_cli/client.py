@@ -9,6 +9,11 @@ raises `ApiError` with API.md's error body.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import json as jsonlib
 import mimetypes
 import random
 import threading
@@ -28,6 +33,10 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 FINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+# Wait mode (API.md, "Events"): `Prefer: wait=N` holds a status answer until the execution is final or N s passed.
+MAX_WAIT_S = 25
+DEFAULT_WAIT_WINDOW_S = 20
+WEBHOOK_TOLERANCE_S = 300  # signatures older or newer than this are refused (replays)
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "text/plain": ".txt"}
 
 Json = dict[str, Any]
@@ -72,6 +81,54 @@ class ApiUnreachable(StagehubClientError):
     """The server could not be reached (or kept failing at the transport level) after the retries."""
 
 
+class WebhookVerificationError(StagehubClientError):
+    """A webhook delivery whose Standard Webhooks signature does not hold (or is too old, or malformed)."""
+
+
+def verify_webhook(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes | str,
+    *,
+    tolerance_s: float = WEBHOOK_TOLERANCE_S,
+    now: float | None = None,
+) -> Json:
+    """The event of a webhook delivery once its signature checks out (the Standard Webhooks scheme).
+
+    `secret` is `GET /users/me/webhook-secret`'s `whsec_…`; `headers` the request's (any case); `body` its raw
+    bytes, exactly as received. Raises WebhookVerificationError otherwise. Receivers should also drop a
+    `webhook-id` they have already handled: deliveries are at least once.
+    """
+    lowered = {key.lower(): value for key, value in headers.items()}
+    message_id = lowered.get("webhook-id")
+    timestamp = lowered.get("webhook-timestamp")
+    signatures = lowered.get("webhook-signature")
+    if not (message_id and timestamp and signatures):
+        raise WebhookVerificationError("missing webhook-id, webhook-timestamp or webhook-signature")
+    try:
+        sent_at = int(timestamp)
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (ValueError, binascii.Error) as error:
+        raise WebhookVerificationError("malformed timestamp or secret") from error
+    current = time.time() if now is None else now
+    if abs(current - sent_at) > tolerance_s:
+        raise WebhookVerificationError("the signature's timestamp is too old or too new")
+    raw = body.encode() if isinstance(body, str) else body
+    expected = hmac.new(key, f"{message_id}.{sent_at}.".encode() + raw, hashlib.sha256).digest()
+    for candidate in signatures.split(" "):
+        version, _, encoded = candidate.partition(",")
+        try:
+            given = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            continue
+        if version == "v1" and hmac.compare_digest(given, expected):
+            event = jsonlib.loads(raw)
+            if not isinstance(event, dict):
+                raise WebhookVerificationError("the body is not a JSON object")
+            return event
+    raise WebhookVerificationError("no signature matches")
+
+
 class StagehubClient:
     """The stagehub API from Python. Thread-safe: several threads may share one client.
 
@@ -103,6 +160,7 @@ class StagehubClient:
         self.max_backoff_s = max_backoff_s
         self._sleep = sleep
         self._refresh_lock = threading.Lock()
+        self._timeout_s = timeout
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     def close(self) -> None:
@@ -209,6 +267,8 @@ class StagehubClient:
         backend: str | None = None,
         parameters: Mapping[int | str, Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
+        webhook: str | None = None,
+        webhook_events: list[str] | None = None,
     ) -> Json:
         """Submit an execution (202, QUEUED). A fresh Idempotency-Key is sent unless one is given, so the
         submission is safe to retry: a replay answers the same execution instead of creating a second one."""
@@ -219,11 +279,46 @@ class StagehubClient:
             body["backend"] = backend
         if parameters:
             body["parameters"] = {str(index): dict(values) for index, values in parameters.items()}
+        if webhook:
+            body["webhook"] = webhook
+        if webhook_events:
+            body["webhookEvents"] = list(webhook_events)
         headers = {IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())}
         return self._call("POST", f"/pipelines/{_segment(pipeline_id)}/executions", json=body, headers=headers)
 
-    def get_execution(self, execution_id: str) -> Json:
-        return self._call("GET", f"/executions/{_segment(execution_id)}")
+    def get_execution(self, execution_id: str, wait_s: int | None = None) -> Json:
+        """The execution; with `wait_s` (1-25) the server holds the answer until it is final or that long."""
+        return self._execution_window(execution_id, wait_s)[0]
+
+    def _execution_window(self, execution_id: str, wait_s: int | None) -> tuple[Json, bool]:
+        """The execution, and whether the server applied `Prefer: wait` (False: it answered at once)."""
+        path = f"/executions/{_segment(execution_id)}"
+        if wait_s is None:
+            return self._call("GET", path), False
+        wait_s = max(1, min(MAX_WAIT_S, int(wait_s)))
+        response = self._exchange(
+            "GET", path, headers={"Prefer": f"wait={wait_s}"}, timeout=max(self._timeout_s, wait_s + 15.0)
+        )
+        applied = "wait=" in response.headers.get("Preference-Applied", "").replace(" ", "")
+        return response.json(), applied
+
+    def backends(self) -> list[Json] | None:
+        """`GET /backends`' items (queue depth, workers, estimated wait), or None where the server has no such
+        endpoint (404)."""
+        try:
+            return list(self._call("GET", "/backends")["items"])
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def webhook_secret(self, rotate: bool = False) -> str:
+        """The caller's webhook signing secret (`whsec_…`); `rotate` replaces it first."""
+        return str(self._call("POST" if rotate else "GET", "/users/me/webhook-secret", retry=True)["secret"])
+
+    def webhook_deliveries(self, execution_id: str, limit: int | None = None, cursor: str | None = None) -> Json:
+        path = f"/executions/{_segment(execution_id)}/webhook-deliveries"
+        return self._call("GET", path, params=_page_params(limit, cursor))
 
     def list_executions(self, status: str | None = None, limit: int | None = None, cursor: str | None = None) -> Json:
         params = _page_params(limit, cursor)
@@ -275,21 +370,29 @@ class StagehubClient:
         on_progress: ProgressCallback | None = None,
         poll_interval: float = 1.0,
         timeout: float | None = None,
+        wait_window: int | None = DEFAULT_WAIT_WINDOW_S,
     ) -> Json:
-        """Poll until the execution is final and return it; `on_progress` gets the execution at every poll.
+        """Wait until the execution is final and return it; `on_progress` gets the execution at every answer.
 
-        Raises TimeoutError after `timeout` seconds (the execution keeps running on the server).
+        Each request asks the server to hold its answer for up to `wait_window` seconds (`Prefer: wait=N`), so
+        there is one request per window, and an answer comes as soon as the execution ends. A server that
+        ignores the header (no `Preference-Applied`) answers at once: then this polls every `poll_interval`.
+        `wait_window=None` always polls. Raises TimeoutError after `timeout` seconds (the execution keeps running).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            execution = self.get_execution(execution_id)
+            window = wait_window
+            if window is not None and deadline is not None:
+                window = min(window, int(deadline - time.monotonic()))
+            execution, waited = self._execution_window(execution_id, window if window and window >= 1 else None)
             if on_progress is not None:
                 on_progress(execution)
             if execution["status"] in FINAL_STATUSES:
                 return execution
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"execution {execution_id} still {execution['status']} after {timeout} s")
-            self._sleep(poll_interval)
+            if not waited:
+                self._sleep(poll_interval)
 
     # ---- transport --------------------------------------------------------------------------------------
 
@@ -314,19 +417,37 @@ class StagehubClient:
         retry: bool | None = None,
     ) -> Any:
         """One API call: JSON body out, decoded JSON (or None for 204) back; 401 refreshes once."""
-        all_headers = dict(headers or {})
-        if retry is None:
-            retry = method in IDEMPOTENT_METHODS or IDEMPOTENCY_HEADER in all_headers
-        token = self.access_token if auth else None
-        response = self._send(method, path, json=json, params=params, headers=all_headers, token=token, retry=retry)
-        if response.status_code == 401 and auth and self._renew_after_rejected(token):
-            token = self.access_token
-            response = self._send(method, path, json=json, params=params, headers=all_headers, token=token, retry=retry)
-        if response.is_error:
-            raise ApiError.from_response(response)
+        response = self._exchange(method, path, json=json, params=params, headers=headers, auth=auth, retry=retry)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool = True,
+        retry: bool | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """One API call's 2xx response (its headers too); any other status raises ApiError."""
+        all_headers = dict(headers or {})
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        if retry is None:
+            retry = method in IDEMPOTENT_METHODS or IDEMPOTENCY_HEADER in all_headers
+        token = self.access_token if auth else None
+        send = dict(json=json, params=params, headers=all_headers, retry=retry, **extra)
+        response = self._send(method, path, token=token, **send)
+        if response.status_code == 401 and auth and self._renew_after_rejected(token):
+            token = self.access_token
+            response = self._send(method, path, token=token, **send)
+        if response.is_error:
+            raise ApiError.from_response(response)
+        return response
 
     def _renew_after_rejected(self, rejected: str | None) -> bool:
         """After a 401 with `rejected`: whether a newer access token is now held (refreshing if needed).

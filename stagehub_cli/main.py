@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,13 +21,29 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from stagehub_cli.client import FINAL_STATUSES, ApiError, ApiUnreachable, StagehubClient
+from stagehub_cli.client import (
+    DEFAULT_WAIT_WINDOW_S,
+    FINAL_STATUSES,
+    MAX_WAIT_S,
+    ApiError,
+    ApiUnreachable,
+    StagehubClient,
+)
+from stagehub_cli.text import json_text, plain, shown
 from stagehub_cli.tokens import FileTokenStore, TokenStore
 
 DEFAULT_API = "http://127.0.0.1:8000"
 APP_NAME = "stagehub"
 
 ClientFactory = Callable[[str, TokenStore], StagehubClient]
+
+
+class WebhookEvent(StrEnum):
+    """`--webhook-event`: the events API.md's `webhookEvents` takes."""
+
+    STARTED = "started"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
 
 
 class ExitCode(IntEnum):
@@ -74,14 +91,14 @@ class CliState:
     def emit(self, data: Any, render: Callable[[Console], None]) -> None:
         """JSON on stdout with --json, else the human rendering."""
         if self.json_output:
-            typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+            typer.echo(json_text(data))
         else:
             render(self.out)
 
 
 def usage_error(message: str, option: str) -> typer.Exit:
     """A bad command-line value: one stderr line and the usage exit code (raise what this returns)."""
-    typer.echo(f"error: {option}: {message}", err=True)
+    typer.echo(plain(f"error: {option}: {message}"), err=True)
     return typer.Exit(ExitCode.USAGE)
 
 
@@ -99,7 +116,7 @@ def describe_error(error: ApiError) -> str:
         line += " [" + "; ".join(_detail(detail) for detail in error.details[:5]) + "]"
     if error.status == 401:
         line += " (run `stagehub login`)"
-    return line
+    return plain(line)
 
 
 def _detail(detail: Any) -> str:
@@ -120,7 +137,7 @@ class ApiErrorsGroup(TyperGroup):
             typer.echo(describe_error(error), err=True)
             raise typer.Exit(exit_code_for(error)) from None
         except ApiUnreachable as error:
-            typer.echo(f"error: cannot reach the API: {error}", err=True)
+            typer.echo(plain(f"error: cannot reach the API: {error}"), err=True)
             raise typer.Exit(ExitCode.UNREACHABLE) from None
 
 
@@ -176,7 +193,7 @@ def register(
     """Create an account (then `stagehub login`)."""
     state = _state(ctx)
     user = state.client.register(email, _read_password(password_stdin, confirm=True), display_name)
-    summary = f"Registered {user['email']} ({user['displayName']}), user {user['userId']}"
+    summary = shown(f"Registered {user['email']} ({user['displayName']}), user {user['userId']}")
     state.emit(user, lambda out: out.print(summary, highlight=False))
 
 
@@ -191,7 +208,7 @@ def login(
     state.client.login(email, _read_password(password_stdin, confirm=False))
     state.emit(
         {"email": email.strip().lower(), "api": state.api_url},
-        lambda out: out.print(f"Logged in to {state.api_url} as {email.strip().lower()}"),
+        lambda out: out.print(shown(f"Logged in to {state.api_url} as {email.strip().lower()}")),
     )
 
 
@@ -200,7 +217,7 @@ def logout(ctx: typer.Context) -> None:
     """Revoke this session's refresh token and forget the tokens."""
     state = _state(ctx)
     state.client.logout()
-    state.emit({"loggedOut": True}, lambda out: out.print(f"Logged out of {state.api_url}"))
+    state.emit({"loggedOut": True}, lambda out: out.print(shown(f"Logged out of {state.api_url}")))
 
 
 @app.command()
@@ -208,7 +225,7 @@ def whoami(ctx: typer.Context) -> None:
     """The logged-in user."""
     state = _state(ctx)
     user = state.client.me()
-    state.emit(user, lambda out: out.print(f"{user['email']} ({user['displayName']}), user {user['userId']}"))
+    state.emit(user, lambda out: out.print(shown(f"{user['email']} ({user['displayName']}), user {user['userId']}")))
 
 
 @app.command("stage-types")
@@ -220,7 +237,12 @@ def stage_types(ctx: typer.Context) -> None:
     def render(out: Console) -> None:
         table = Table("type", "output", "parameters", "description")
         for item in types:
-            table.add_row(item["type"], item.get("output", ""), _parameters_summary(item), item.get("description", ""))
+            table.add_row(
+                shown(item["type"]),
+                shown(item.get("output", "")),
+                shown(_parameters_summary(item), multiline=True),
+                shown(item.get("description", ""), multiline=True),
+            )
         out.print(table)
 
     state.emit(types, render)
@@ -257,7 +279,7 @@ def _gather(page: dict[str, Any], fetch: Callable[[str], dict[str, Any]], all_pa
 
 def _more_hint(state: CliState, page: dict[str, Any]) -> None:
     if page.get("nextCursor") and not state.json_output:
-        state.err.print(f"more: --cursor {page['nextCursor']} (or --all)", highlight=False)
+        state.err.print(shown(f"more: --cursor {page['nextCursor']} (or --all)"), highlight=False)
 
 
 @pipelines_app.command("list")
@@ -283,12 +305,12 @@ def pipelines_list(
         table = id_table("pipelineId", "name", "author", "stages", "rating", "created")
         for item in page["items"]:
             table.add_row(
-                item["pipelineId"],
-                item["name"],
-                item.get("authorName") or item.get("author", ""),
-                str(item.get("stageCount", "")),
-                _rating_text(item.get("rating")),
-                item.get("createdAt", ""),
+                shown(item["pipelineId"]),
+                shown(item["name"]),
+                shown(item.get("authorName") or item.get("author", "")),
+                shown(item.get("stageCount", "")),
+                shown(_rating_text(item.get("rating"))),
+                shown(item.get("createdAt", "")),
             )
         out.print(table)
         _more_hint(state, page)
@@ -321,16 +343,21 @@ def pipelines_show(ctx: typer.Context, pipeline_id: Annotated[str, typer.Argumen
     pipeline = state.client.get_pipeline(pipeline_id)
 
     def render(out: Console) -> None:
-        out.print(f"[bold]{pipeline['name']}[/bold]  {pipeline['pipelineId']}")
+        out.print(f"[bold]{shown(pipeline['name'])}[/bold]  {shown(pipeline['pipelineId'])}")
         if pipeline.get("description"):
-            out.print(pipeline["description"], highlight=False)
+            out.print(shown(pipeline["description"], multiline=True), highlight=False)
         author = pipeline.get("authorName") or pipeline.get("author")
-        out.print(f"author: {author}  created: {pipeline.get('createdAt')}", highlight=False)
-        out.print(f"rating: {_rating_text(pipeline.get('rating'))}")
+        out.print(shown(f"author: {author}  created: {pipeline.get('createdAt')}"), highlight=False)
+        out.print(shown(f"rating: {_rating_text(pipeline.get('rating'))}"))
         table = Table("#", "type", "body", "parameters")
         for index, stage in enumerate(pipeline.get("stages", [])):
             body = stage["body"] if stage.get("inline", True) else f"(upload) {stage['body']}"
-            table.add_row(str(index), stage["type"], body, json.dumps(stage.get("parameters") or {}))
+            table.add_row(
+                str(index),
+                shown(stage["type"]),
+                shown(body, multiline=True),
+                shown(json.dumps(stage.get("parameters") or {}, ensure_ascii=False)),
+            )
         out.print(table)
 
     state.emit(pipeline, render)
@@ -350,7 +377,9 @@ def pipelines_create(
     pipeline = state.client.create_pipeline(
         name or definition.get("name", file.stem), definition["stages"], definition.get("description") or ""
     )
-    state.emit(pipeline, lambda out: out.print(f"Created pipeline {pipeline['name']!r}: {pipeline['pipelineId']}"))
+    state.emit(
+        pipeline, lambda out: out.print(shown(f"Created pipeline {pipeline['name']!r}: {pipeline['pipelineId']}"))
+    )
 
 
 def _read_definition(file: Path) -> dict[str, Any]:
@@ -368,7 +397,7 @@ def pipelines_delete(ctx: typer.Context, pipeline_id: Annotated[str, typer.Argum
     """Delete one of my pipelines (its executions keep their results)."""
     state = _state(ctx)
     state.client.delete_pipeline(pipeline_id)
-    state.emit({"deleted": pipeline_id}, lambda out: out.print(f"Deleted pipeline {pipeline_id}"))
+    state.emit({"deleted": pipeline_id}, lambda out: out.print(shown(f"Deleted pipeline {pipeline_id}")))
 
 
 @pipelines_app.command("rate")
@@ -380,7 +409,7 @@ def pipelines_rate(
     """Rate another user's pipeline (one rating per user; rating again changes it)."""
     state = _state(ctx)
     rating = state.client.rate(pipeline_id, score)
-    state.emit(rating, lambda out: out.print(f"Rated {score}; now {_rating_text(rating)}"))
+    state.emit(rating, lambda out: out.print(shown(f"Rated {score}; now {_rating_text(rating)}")))
 
 
 # ---- uploads --------------------------------------------------------------------------------------------
@@ -395,7 +424,7 @@ def upload(
     """Upload a prompt text or an image; prints its s3:// URI (a stage body with inline=false, or --var image=)."""
     state = _state(ctx)
     uri = state.client.upload_file(file, content_type)
-    state.emit({"uri": uri}, lambda out: out.print(uri, highlight=False))
+    state.emit({"uri": uri}, lambda out: out.print(shown(uri), highlight=False))
 
 
 # ---- runs and executions --------------------------------------------------------------------------------
@@ -433,13 +462,20 @@ def _parse_parameters(pairs: list[str]) -> dict[int | str, dict[str, Any]]:
     return overrides
 
 
-def progress_description(execution: dict[str, Any]) -> str:
+def progress_description(execution: dict[str, Any], estimate: str | None = None) -> str:
+    """What an execution is doing, and while it is not final what the wait is for (text, not markup)."""
     progress = execution.get("progress") or {}
-    text = execution["status"]
+    text = str(execution["status"])
+    if text == "QUEUED":
+        return f"QUEUED: waiting for a {execution.get('backend') or 'GPU'} worker" + (
+            f" ({estimate})" if estimate else ""
+        )
     if progress.get("stages"):
         text += f" stage {progress.get('stage', 0)}/{progress['stages']}"
     if progress.get("steps"):
         text += f" step {progress.get('step', 0)}/{progress['steps']}"
+    if text.startswith("RUNNING"):
+        text += ": waiting for it to finish" + (", cancel requested" if execution.get("cancelRequested") else "")
     return text
 
 
@@ -449,24 +485,88 @@ def progress_percent(execution: dict[str, Any]) -> float:
     return float((execution.get("progress") or {}).get("percent") or 0)
 
 
-def _wait(state: CliState, execution: dict[str, Any], poll_interval: float) -> dict[str, Any]:
-    """Wait for a final state, with a live progress bar on stderr unless --json."""
+BACKENDS_REFRESH_S = 60.0
+
+
+@dataclass
+class QueueEstimate:
+    """The backend's estimated wait from `GET /backends`, asked at most once a minute and never again after a
+    404 (a server without the endpoint)."""
+
+    client: StagehubClient
+    clock: Callable[[], float] = time.monotonic
+    _text: str | None = None
+    _asked_at: float | None = None
+    _unsupported: bool = False
+
+    def text(self, execution: dict[str, Any]) -> str | None:
+        if execution["status"] != "QUEUED" or self._unsupported:
+            return None
+        now = self.clock()
+        if self._asked_at is None or now - self._asked_at >= BACKENDS_REFRESH_S:
+            self._asked_at = now
+            backends = self.client.backends()
+            if backends is None:
+                self._unsupported = True
+                return None
+            self._text = _estimate_text(backends, execution.get("backend"))
+        return self._text
+
+
+def _estimate_text(backends: list[dict[str, Any]], name: str | None) -> str | None:
+    backend = next((b for b in backends if b.get("name") == name), None)
+    if backend is None:
+        return None
+    parts = []
+    seconds = backend.get("estimatedWaitSeconds")
+    if isinstance(seconds, int | float):
+        parts.append(f"about {_duration(float(seconds))}")
+    if isinstance(backend.get("queued"), int):
+        parts.append(f"{backend['queued']} queued")
+    if isinstance(backend.get("workers"), int):
+        parts.append(f"{backend['workers']} workers")
+    return ", ".join(parts) or None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _wait(state: CliState, execution: dict[str, Any], poll_interval: float, window: int) -> dict[str, Any]:
+    """Wait for a final state, one `Prefer: wait` request per window, with a live progress bar on stderr
+    unless --json."""
     client = state.client
     execution_id = execution["executionId"]
+    if execution["status"] in FINAL_STATUSES:
+        return execution
     try:
         if state.json_output:
-            return client.wait(execution_id, poll_interval=poll_interval)
+            return client.wait(execution_id, poll_interval=poll_interval, wait_window=window)
+        state.err.print(
+            shown(
+                f"waiting for execution {execution_id} to finish: one request every {window} s at most "
+                "(Ctrl-C stops waiting; the execution keeps running)"
+            ),
+            highlight=False,
+        )
+        estimate = QueueEstimate(client)
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
         with Progress(*columns, console=state.err) as progress:
-            task = progress.add_task(progress_description(execution), total=100)
+            description = shown(progress_description(execution, estimate.text(execution)))
+            task = progress.add_task(description, total=100)
 
             def on_progress(current: dict[str, Any]) -> None:
                 percent = progress_percent(current)
-                progress.update(task, completed=percent, description=progress_description(current))
+                description = shown(progress_description(current, estimate.text(current)))
+                progress.update(task, completed=percent, description=description)
 
-            return client.wait(execution_id, on_progress=on_progress, poll_interval=poll_interval)
+            return client.wait(execution_id, on_progress=on_progress, poll_interval=poll_interval, wait_window=window)
     except KeyboardInterrupt:
-        typer.echo(f"\nstopped waiting; execution {execution_id} keeps running", err=True)
+        typer.echo(plain(f"\nstopped waiting; execution {execution_id} keeps running"), err=True)
         raise typer.Exit(ExitCode.INTERRUPTED) from None
 
 
@@ -477,19 +577,27 @@ def _finish(state: CliState, execution: dict[str, Any], output: Path | None) -> 
         files = [str(path) for path in state.client.download_results(execution["executionId"], output)]
 
     def render(out: Console) -> None:
-        out.print(f"Execution {execution['executionId']} {execution['status']}", highlight=False)
+        out.print(shown(f"Execution {execution['executionId']} {execution['status']}"), highlight=False)
         for path in files:
-            out.print(f"  wrote {path}", highlight=False)
+            out.print(shown(f"  wrote {path}"), highlight=False)
 
     state.emit({**execution, "files": files} if output is not None else execution, render)
     if execution["status"] != "SUCCEEDED":
         error = execution.get("error") or {}
         reason = f"{error.get('code')}: {error.get('message')}" if error else "no error reported"
-        typer.echo(f"error: execution {execution['status']} ({reason})", err=True)
+        typer.echo(plain(f"error: execution {execution['status']} ({reason})"), err=True)
         raise typer.Exit(ExitCode.EXECUTION_FAILED)
 
 
-PollInterval = Annotated[float, typer.Option(min=0.05, help="Seconds between status polls.")]
+PollInterval = Annotated[
+    float, typer.Option(min=0.05, help="Seconds between status polls when the server does not hold answers.")
+]
+WaitWindow = Annotated[
+    int,
+    typer.Option(
+        min=1, max=MAX_WAIT_S, help="Seconds the server may hold each status answer (Prefer: wait): one request each."
+    ),
+]
 OutputDir = Annotated[Path | None, typer.Option("--output", "-o", file_okay=False, help="Download results here.")]
 
 
@@ -504,16 +612,29 @@ def run(
     output: OutputDir = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Default: a fresh one (retries stay safe).")] = None,
     poll_interval: PollInterval = 1.0,
+    wait_window: WaitWindow = DEFAULT_WAIT_WINDOW_S,
+    webhook: Annotated[
+        str | None, typer.Option(help="An https:// URL that gets the execution's signed events (webhooks).")
+    ] = None,
+    webhook_event: Annotated[
+        list[WebhookEvent] | None,
+        typer.Option("--webhook-event", help="Which events the webhook gets (repeatable; default: completed)."),
+    ] = None,
 ) -> None:
     """Run a pipeline (any user's). With --wait, exit 5 if it ends FAILED or CANCELLED."""
     state = _state(ctx)
+    if webhook_event and not webhook:
+        raise usage_error("needs --webhook", "--webhook-event")
     parameters = _parse_parameters(param or [])
     variables = _parse_variables(state, var or [])
-    execution = state.client.run(pipeline_id, variables, backend, parameters, idempotency_key)
+    events = [event.value for event in webhook_event] if webhook_event else None
+    execution = state.client.run(pipeline_id, variables, backend, parameters, idempotency_key, webhook, events)
     if not wait and output is None:
-        state.emit(execution, lambda out: out.print(f"Execution {execution['executionId']} {execution['status']}"))
+        state.emit(
+            execution, lambda out: out.print(shown(f"Execution {execution['executionId']} {execution['status']}"))
+        )
         return
-    _finish(state, _wait(state, execution, poll_interval), output)
+    _finish(state, _wait(state, execution, poll_interval, wait_window), output)
 
 
 @executions_app.command("list")
@@ -542,12 +663,12 @@ def executions_list(
         table = id_table("executionId", "pipelineId", "status", "progress", "created", "finished")
         for item in page["items"]:
             table.add_row(
-                item["executionId"],
-                item["pipelineId"],
-                item["status"],
+                shown(item["executionId"]),
+                shown(item["pipelineId"]),
+                shown(item["status"]),
                 f"{progress_percent(item):.0f}%",
-                item.get("createdAt") or "",
-                item.get("finishedAt") or "",
+                shown(item.get("createdAt") or ""),
+                shown(item.get("finishedAt") or ""),
             )
         out.print(table)
         _more_hint(state, page)
@@ -557,15 +678,17 @@ def executions_list(
 
 def _render_execution(execution: dict[str, Any]) -> Callable[[Console], None]:
     def render(out: Console) -> None:
-        out.print(f"execution {execution['executionId']}  pipeline {execution['pipelineId']}", highlight=False)
-        out.print(f"status: {progress_description(execution)} ({progress_percent(execution):.0f}%)", highlight=False)
+        out.print(shown(f"execution {execution['executionId']}  pipeline {execution['pipelineId']}"), highlight=False)
+        status = f"status: {progress_description(execution)} ({progress_percent(execution):.0f}%)"
+        out.print(shown(status), highlight=False)
         if execution.get("cancelRequested") and execution["status"] not in FINAL_STATUSES:
             out.print("cancel requested")
         if execution.get("error"):
-            out.print(f"error: {execution['error'].get('code')}: {execution['error'].get('message')}", highlight=False)
+            error = execution["error"]
+            out.print(shown(f"error: {error.get('code')}: {error.get('message')}"), highlight=False)
         for label in ("backend", "createdAt", "startedAt", "finishedAt"):
             if execution.get(label):
-                out.print(f"{label}: {execution[label]}", highlight=False)
+                out.print(shown(f"{label}: {execution[label]}"), highlight=False)
 
     return render
 
@@ -583,12 +706,47 @@ def executions_show(ctx: typer.Context, execution_id: ExecutionId) -> None:
 
 @executions_app.command("wait")
 def executions_wait(
-    ctx: typer.Context, execution_id: ExecutionId, output: OutputDir = None, poll_interval: PollInterval = 1.0
+    ctx: typer.Context,
+    execution_id: ExecutionId,
+    output: OutputDir = None,
+    poll_interval: PollInterval = 1.0,
+    wait_window: WaitWindow = DEFAULT_WAIT_WINDOW_S,
 ) -> None:
     """Wait for an execution with a progress bar (exit 5 unless it SUCCEEDED)."""
     state = _state(ctx)
     execution = state.client.get_execution(execution_id)
-    _finish(state, _wait(state, execution, poll_interval), output)
+    _finish(state, _wait(state, execution, poll_interval, wait_window), output)
+
+
+@executions_app.command("deliveries")
+def executions_deliveries(
+    ctx: typer.Context,
+    execution_id: ExecutionId,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    all_pages: AllPages = False,
+) -> None:
+    """The attempts to deliver an execution's webhook events, newest first."""
+    state = _state(ctx)
+    client = state.client
+    first = client.webhook_deliveries(execution_id, limit, cursor)
+    page = _gather(first, lambda c: client.webhook_deliveries(execution_id, limit, c), all_pages)
+
+    def render(out: Console) -> None:
+        table = Table("at", "type", "attempt", "status", "webhook-id", "error")
+        for item in page["items"]:
+            table.add_row(
+                shown(item.get("at", "")),
+                shown(item.get("type", "")),
+                shown(item.get("attempt", "")),
+                shown(item.get("status") if item.get("status") is not None else "-"),
+                shown(item.get("webhookId", "")),
+                shown(item.get("error") or ""),
+            )
+        out.print(table)
+        _more_hint(state, page)
+
+    state.emit(page, render)
 
 
 @executions_app.command("cancel")
@@ -604,7 +762,20 @@ def executions_delete(ctx: typer.Context, execution_id: ExecutionId) -> None:
     """Delete an execution and its results (cancelling it if needed)."""
     state = _state(ctx)
     state.client.delete_execution(execution_id)
-    state.emit({"deleted": execution_id}, lambda out: out.print(f"Deleted execution {execution_id}"))
+    state.emit({"deleted": execution_id}, lambda out: out.print(shown(f"Deleted execution {execution_id}")))
+
+
+@app.command("webhook-secret")
+def webhook_secret(
+    ctx: typer.Context,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Replace it (deliveries are then signed with the new one).")
+    ] = False,
+) -> None:
+    """My webhook signing secret (whsec_...): verify deliveries with stagehub_cli.client.verify_webhook."""
+    state = _state(ctx)
+    secret = state.client.webhook_secret(rotate=rotate)
+    state.emit({"secret": secret}, lambda out: out.print(shown(secret), highlight=False))
 
 
 @app.command()
@@ -621,7 +792,7 @@ def results(
 
     def render(out: Console) -> None:
         for path in files:
-            out.print(f"wrote {path}", highlight=False)
+            out.print(shown(f"wrote {path}"), highlight=False)
 
     state.emit({"executionId": execution_id, "files": files}, render)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from functions.webhooks.events import EventKind, publish_execution_change
 from shared import resources as res
 from shared.messages import ExecutionStatus, InQueueMessage, utc_now_iso
 
@@ -25,4 +26,6 @@ def fail_dead_lettered(store: ExecutionStore, message: InQueueMessage) -> bool:
         "it was moved to the dead-letter queue",
     }
     started = record.status != ExecutionStatus.QUEUED
-    return store.finish(record, ExecutionStatus.FAILED, utc_now_iso(), error=error, started=started) is not None
+    failed = store.finish(record, ExecutionStatus.FAILED, utc_now_iso(), error=error, started=started)
+    publish_execution_change(failed, EventKind.COMPLETED)
+    return failed is not None

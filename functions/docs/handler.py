@@ -61,6 +61,9 @@ def _add_routes() -> None:
 
     for router in (auth_router, pipelines_router, uploads_router, executions_router):
         app.include_router(router)
+    from functions.webhooks.routes import router as webhooks_router
+
+    app.include_router(webhooks_router)
     # Swagger UI's assets are bundled with Powertools and served by this function: no CDN needed.
     app.enable_swagger(path="/docs", title=TITLE, version=VERSION, openapi_version="3.1.0", **_security())
     app.get("/health", include_in_schema=True, summary="Liveness")(health)

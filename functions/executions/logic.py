@@ -21,6 +21,8 @@ from pynamodb.exceptions import PynamoDBException
 from functions.executions.schemas import SubmitExecution
 from functions.executions.store import ExecutionStore, StoreUnavailable, user_status
 from functions.pagination import Page, check_cursor
+from functions.webhooks.events import EventKind, publish_execution_change
+from functions.webhooks.subscription import check_subscription, subscription_attributes
 from shared import resources as res
 from shared.errors import Conflict, NotFound, ServiceUnavailable, StagehubError, ValidationFailed
 from shared.messages import ExecutionStatus, InQueueMessage, utc_now_iso
@@ -107,6 +109,7 @@ def submit_execution(submission: Submission, deps: ExecutionDeps) -> Submitted:
         replayed = _replay(key, submission.user_id, deps, now)
         if replayed is not None:
             return Submitted(replayed, created=False)
+    check_subscription(submission.body, deps.settings)
     stages = load_pipeline_stages(submission.pipeline_id, deps)
     execution_id = str(uuid.uuid4())
     request = resolve_request(execution_id, submission, stages, deps)
@@ -115,7 +118,7 @@ def submit_execution(submission: Submission, deps: ExecutionDeps) -> Submitted:
     ):
         return Submitted(_await_winner(key, submission.user_id, deps, now), created=False)
     try:
-        record = _persist(request, deps)
+        record = _persist(request, deps, submission.body)
     except StagehubError:
         if key is not None:
             deps.store.release_idempotency_key(key, execution_id)
@@ -290,7 +293,7 @@ def _check_image(uri: str | None, user_id: str, deps: ExecutionDeps, problems: _
     return str(location)
 
 
-def _persist(request: ExecutionRequest, deps: ExecutionDeps) -> ExecutionRecord:
+def _persist(request: ExecutionRequest, deps: ExecutionDeps, body: SubmitExecution | None = None) -> ExecutionRecord:
     settings, execution_id = deps.settings, request.execution_id
     uri = deps.blobs.put_json(settings.results_bucket, request_key(execution_id), request.to_json())
     status = ExecutionStatus.QUEUED
@@ -308,6 +311,7 @@ def _persist(request: ExecutionRequest, deps: ExecutionDeps) -> ExecutionRecord:
         sort_key=f"{request.created_at}#{execution_id}",
         user_status=user_status(request.user_id, status),
         pipeline_user=f"{request.pipeline_id}#{request.user_id}",
+        **subscription_attributes(body),
     )
     deps.store.create(record)
     return record
@@ -405,6 +409,7 @@ def cancel_execution(execution_id: str, user_id: str, deps: ExecutionDeps) -> Ex
             raise Conflict(f"the execution is already {status}")
         if status is ExecutionStatus.QUEUED:
             changed = deps.store.cancel_queued(record, utc_now_iso())
+            publish_execution_change(changed, EventKind.COMPLETED)
         else:
             changed = deps.store.request_cancel(record)
         if changed is not None:

@@ -29,6 +29,11 @@ class SubmitExecution(_Api):
     parameters: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-stage parameter overrides, keyed by 0-based stage index"
     )
+    # Webhooks (API.md, "Events: wait, webhooks, backends"); the address is checked in functions.webhooks.
+    webhook: str | None = Field(default=None, min_length=1, max_length=2048, description="https:// URL for events")
+    webhook_events: list[Literal["started", "progress", "completed"]] | None = Field(
+        default=None, alias="webhookEvents", min_length=1, max_length=3, description='Default: ["completed"]'
+    )
 
 
 class Execution(_Api):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from functions.webhooks.events import EventKind, publish_execution_change
 from shared.messages import ExecutionStatus, OutEvent, OutQueueMessage
 
 if TYPE_CHECKING:  # the store and the records bring in pynamodb, which the consumer loads on its first batch
@@ -24,7 +25,9 @@ def apply_out_event(store: ExecutionStore, message: OutQueueMessage) -> Executio
     if ExecutionStatus(record.status).is_final:
         return None
     if message.event is OutEvent.STARTED:
-        return ExecutionStatus.RUNNING if store.mark_started(record, message.at) else None
+        started = store.mark_started(record, message.at)
+        publish_execution_change(started, EventKind.STARTED)
+        return ExecutionStatus.RUNNING if started else None
     if message.event is OutEvent.PROGRESS:
         return _apply_progress(store, record, message)
     return _apply_finished(store, record, message)
@@ -34,7 +37,10 @@ def _apply_progress(store: ExecutionStore, record: ExecutionRecord, message: Out
     if message.progress is None:
         return None
     updated = store.record_progress(record, message.progress.model_dump(mode="json"), message.at)
+    publish_execution_change(updated, EventKind.PROGRESS)
     started_now = updated is not None and record.status == ExecutionStatus.QUEUED
+    if started_now:  # the progress event overtook its started event, whose own write will not apply
+        publish_execution_change(updated, EventKind.STARTED)
     return ExecutionStatus.RUNNING if started_now else None
 
 
@@ -50,6 +56,7 @@ def _apply_finished(store: ExecutionStore, record: ExecutionRecord, message: Out
     finished = store.finish(
         record, status, message.at, error=error, result_uri=result_uri, progress=progress, started=started
     )
+    publish_execution_change(finished, EventKind.COMPLETED)
     return status if finished is not None else None
 
 

@@ -171,3 +171,30 @@ def test_twenty_concurrent_executions_all_succeed(alice: User) -> None:
         outputs = client.result(execution_id)["outputs"]
         assert [output["type"] for output in outputs] == ["image"]
     print(f"{CONCURRENT_RUNS} executions submitted at once, all SUCCEEDED in {elapsed:.1f} s")
+
+
+def test_a_webhook_gets_signed_started_and_completed_events_and_a_retry(alice: User) -> None:
+    """Webhooks over HTTP on the local stack: the reference library verifies every delivery; the first one is
+    answered 500 and comes again (after the schedule's first delay, 5 s) with the same webhook-id."""
+    from tests.integration.webhook_receiver import Receiver, running_receiver
+
+    client = alice.client()
+    pipeline = alice.json("pipelines", "create", "-f", str(EXAMPLES / "txt2img.json"))
+    with running_receiver(Receiver(script=[500], secret=client.webhook_secret())) as receiver:
+        events = ["--webhook-event", "started", "--webhook-event", "completed"]
+        ran = alice.json("run", pipeline["pipelineId"], "--webhook", receiver.url, *events, "--wait")
+        assert ran["status"] == "SUCCEEDED"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(receiver.received) < 3:
+            time.sleep(0.2)
+    assert all(r.error is None for r in receiver.received), [r.error for r in receiver.received]
+    assert len(receiver.received) == 3
+    types = [r.verified["type"] for r in receiver.received]
+    assert sorted(set(types)) == ["execution.completed", "execution.started"]
+    first = receiver.received[0]
+    retried = [r for r in receiver.received if r.webhook_id == first.webhook_id]
+    assert len(retried) == 2
+    completed = next(r.verified for r in receiver.received if r.verified["type"] == "execution.completed")
+    assert completed["data"]["status"] == "SUCCEEDED"
+    log = client.webhook_deliveries(ran["executionId"])["items"]
+    assert sorted((d["attempt"], d["status"]) for d in log) == [(1, 200), (1, 500), (2, 200)]

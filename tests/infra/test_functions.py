@@ -24,7 +24,7 @@ def _function(synthesized: Synthesized, name: str) -> dict[str, Any]:
 
 
 def test_one_function_per_api_function_plus_authorizer_and_consumers(synthesized: Synthesized) -> None:
-    expected = {*routes.API_FUNCTIONS, "authorizer", "results", "dlq"}
+    expected = {*routes.API_FUNCTIONS, "authorizer", "results", "dlq", "webhooksender"}
     assert set(synthesized.stack.functions.functions) == expected
     synthesized.template.resource_count_is("AWS::Lambda::Function", len(expected))
 
@@ -145,8 +145,13 @@ def test_executions_send_to_in_queues_and_manage_results(synthesized: Synthesize
 
 @pytest.mark.parametrize("name", ["results", "dlq", "docs"])
 def test_consumers_and_docs_touch_no_bucket_or_queue_send(synthesized: Synthesized, name: str) -> None:
-    actions = _actions(_statements(synthesized, name))
-    assert "sqs:SendMessage" not in actions
+    statements = _statements(synthesized, name)
+    actions = _actions(statements)
+    # The consumers publish webhook events to the webhook queue, and send to nothing else.
+    webhooks = synthesized.logical_id(synthesized.stack.queues.webhooks.queue)
+    sends = [s for s in statements if "sqs:SendMessage" in _actions([s])]
+    assert all(json.dumps(s["Resource"]) == json.dumps({"Fn::GetAtt": [webhooks, "Arn"]}) for s in sends)
+    assert bool(sends) == (name != "docs")
     assert not any(action.startswith("s3:") for action in actions)
 
 
@@ -161,7 +166,38 @@ def test_event_sources_report_batch_item_failures(synthesized: Synthesized) -> N
         (synthesized.logical_id(stack.functions["dlq"]), synthesized.logical_id(pair.dlq))
         for pair in stack.queues.in_queues.values()
     }
+    expected.add(
+        (synthesized.logical_id(stack.functions["webhooksender"]), synthesized.logical_id(stack.queues.webhooks.queue))
+    )
     assert set(mappings) == expected
     for props in mappings.values():
         assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert 1 <= props["BatchSize"] <= 10
+
+
+def test_webhook_roles_hold_only_what_their_code_calls(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    webhooks_table = synthesized.logical_id(stack.data.table(res.WEBHOOKS))
+    api = _statements(synthesized, "webhooks")
+    assert {a for a in _actions(api) if a.startswith("dynamodb:")} == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+    }
+    assert webhooks_table in _resources_of(api, "dynamodb:Query")
+    assert not any(a.startswith(("sqs:", "s3:")) for a in _actions(api))
+    sender = _statements(synthesized, "webhooksender")
+    assert {a for a in _actions(sender) if a.startswith("dynamodb:")} == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    }
+    send = _resources_of(sender, "sqs:SendMessage")
+    assert synthesized.logical_id(stack.queues.webhooks.queue) in send
+    assert synthesized.logical_id(stack.queues.webhooks.dlq) in send
+    assert not any(a.startswith("s3:") for a in _actions(sender))
+    for publisher in ("results", "dlq"):
+        assert webhooks_table in _resources_of(_statements(synthesized, publisher), "dynamodb:UpdateItem")
+    assert synthesized.logical_id(stack.queues.webhooks.queue) in _resources_of(
+        _statements(synthesized, "executions"), "sqs:SendMessage"
+    )

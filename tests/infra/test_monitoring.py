@@ -22,7 +22,7 @@ def _paging(synthesized: Synthesized) -> list[dict]:
 
 def test_every_dlq_has_a_not_empty_alarm(synthesized: Synthesized) -> None:
     queues = synthesized.stack.queues
-    dlqs = {synthesized.logical_id(p.dlq) for p in [*queues.in_queues.values(), queues.out]}
+    dlqs = {synthesized.logical_id(p.dlq) for p in [*queues.in_queues.values(), queues.out, queues.webhooks]}
     watched = {
         a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
         for a in _paging(synthesized)

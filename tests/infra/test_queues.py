@@ -17,7 +17,7 @@ def _pairs(synthesized: Synthesized) -> list[QueuePair]:
 
 def test_one_queue_and_one_dlq_per_backend_and_the_out_queue(synthesized: Synthesized) -> None:
     assert set(synthesized.stack.queues.in_queues) == set(res.BACKENDS)
-    synthesized.template.resource_count_is("AWS::SQS::Queue", 2 * (len(res.BACKENDS) + 1))
+    synthesized.template.resource_count_is("AWS::SQS::Queue", 2 * (len(res.BACKENDS) + 1) + 2)  # + webhooks
 
 
 @pytest.mark.parametrize("index", range(len(res.BACKENDS) + 1))

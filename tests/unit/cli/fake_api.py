@@ -60,6 +60,11 @@ class FakeApi:
     idempotency: dict[tuple[str, str], str] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
     fail_next: list[int] = field(default_factory=list)  # statuses to answer before serving normally
+    # Wait mode and backends (API.md, "Events"): off by default, as on a server that predates them.
+    secrets: dict[str, str] = field(default_factory=dict)  # userId -> webhook secret
+    deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # executionId -> attempts, oldest first
+    honours_wait: bool = False  # answer `Prefer: wait=N` with `Preference-Applied` (one script step per answer)
+    backends: list[dict[str, Any]] | None = None  # GET /backends items; None: the endpoint does not exist (404)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     # ---- helpers for tests ----
@@ -165,10 +170,14 @@ class FakeApi:
             ("POST", ["pipelines", "*", "executions"], lambda: self._run(segments[1], user_id, body, request)),
             ("GET", ["pipelines", "*", "executions"], lambda: self._pipeline_executions(segments[1], user_id, request)),
             ("GET", ["executions"], lambda: self._executions(user_id, request)),
-            ("GET", ["executions", "*"], lambda: self._poll(segments[1], user_id)),
+            ("GET", ["executions", "*"], lambda: self._waited(request, self._poll(segments[1], user_id))),
             ("GET", ["executions", "*", "result"], lambda: self._result(segments[1], user_id)),
             ("POST", ["executions", "*", "cancel"], lambda: self._cancel(segments[1], user_id)),
             ("DELETE", ["executions", "*"], lambda: self._delete_execution(segments[1], user_id)),
+            ("GET", ["backends"], self._backends),
+            ("GET", ["users", "me", "webhook-secret"], lambda: self._secret(user_id, rotate=False)),
+            ("POST", ["users", "me", "webhook-secret"], lambda: self._secret(user_id, rotate=True)),
+            ("GET", ["executions", "*", "webhook-deliveries"], lambda: self._deliveries(segments[1], user_id, request)),
         ]
         for route_method, pattern, serve in routes:
             if route_method != method or len(pattern) != len(segments):
@@ -329,3 +338,24 @@ class FakeApi:
         del self.executions[execution_id]
         self.blobs.pop(f"/results/{execution_id}/stage1-0.png", None)
         return httpx.Response(204)
+
+    def _waited(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        prefer = request.headers.get("Prefer", "")
+        if self.honours_wait and prefer.startswith("wait="):
+            response.headers["Preference-Applied"] = prefer
+        return response
+
+    def _backends(self) -> httpx.Response:
+        if self.backends is None:
+            return error(404, "NOT_FOUND", "no such route")
+        return httpx.Response(200, json={"items": self.backends})
+
+    def _secret(self, user_id: str, rotate: bool) -> httpx.Response:
+        if rotate or user_id not in self.secrets:
+            self.secrets[user_id] = "whsec_" + base64.b64encode(uuid.uuid4().bytes * 2).decode()
+        return httpx.Response(200, json={"secret": self.secrets[user_id]})
+
+    def _deliveries(self, execution_id: str, user_id: str, request: httpx.Request) -> httpx.Response:
+        if self._owned(execution_id, user_id) is None:
+            return error(404, "NOT_FOUND", "execution not found")
+        return self._page(self.deliveries.get(execution_id, []), request)

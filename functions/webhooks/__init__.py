@@ -1,0 +1,1 @@
+"""Webhooks: signed event deliveries, the users' secrets, the delivery log (API.md, "Events")."""
