@@ -1,8 +1,8 @@
 """Hostile request bodies, refused before routing (API.md, "Limits, fairness and hostile input").
 
 A body must be declared `application/json` (parameters such as `charset` allowed) or it is a 415; JSON nested
-deeper than `MAX_DEPTH` is a 400 before any recursive parser sees it; a NUL or a lone surrogate in any string
-(keys included) is a 422, so nothing downstream (UTF-8 encoding, DynamoDB, S3, the worker) meets one.
+deeper than `MAX_DEPTH` is a 400 before pydantic or any other recursive code sees it; a NUL or a lone surrogate
+in any string (keys included) is a 422, so nothing downstream (UTF-8 encoding, DynamoDB, S3, the worker) meets one.
 Everything else (malformed JSON, a non-object) is left to the resolver's validation and its 400/422.
 """
 
@@ -20,10 +20,11 @@ from shared.errors import BadRequest, StagehubError, UnsupportedMediaType, Valid
 MAX_DEPTH = 32
 JSON_MEDIA_TYPE = "application/json"
 
-# A JSON string literal (escapes included): removed before brackets are counted, so "[" inside text is not nesting.
-_STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
 _FORBIDDEN_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+class _TooDeep(Exception):
+    pass
 
 
 def _header(event: Mapping[str, Any], name: str) -> str | None:
@@ -49,29 +50,25 @@ def is_json_media_type(content_type: str | None) -> bool:
     return content_type is not None and content_type.split(";", 1)[0].strip().lower() == JSON_MEDIA_TYPE
 
 
-def nesting_depth(text: str) -> int:
-    """How deeply arrays and objects nest in `text` (valid or not), counted without recursion."""
-    depth = deepest = 0
-    for bracket in _BRACKET.findall(_STRING_LITERAL.sub("", text)):
-        depth = depth + 1 if bracket in "[{" else max(depth - 1, 0)
-        deepest = max(deepest, depth)
-    return deepest
-
-
 def _forbidden_string(value: Any) -> list[str] | None:
-    """The location of the first string (key or value) holding a NUL or a lone surrogate, if any."""
-    pending: list[tuple[list[str], Any]] = [([], value)]
+    """The location of the first string (key or value) holding a NUL or a lone surrogate, if any.
+
+    Walks without recursion, and raises `_TooDeep` for arrays and objects nested deeper than `MAX_DEPTH`.
+    """
+    pending: list[tuple[list[str], Any, int]] = [([], value, 0)]
     while pending:
-        loc, item = pending.pop()
+        loc, item, depth = pending.pop()
         if isinstance(item, str) and _FORBIDDEN_CHARACTER.search(item):
             return loc
+        if isinstance(item, dict | list) and depth + 1 > MAX_DEPTH:
+            raise _TooDeep
         if isinstance(item, dict):
             for key, child in item.items():
                 if _FORBIDDEN_CHARACTER.search(key):
                     return [*loc, key.encode("unicode_escape").decode()]
-                pending.append(([*loc, key], child))
+                pending.append(([*loc, key], child, depth + 1))
         elif isinstance(item, list):
-            pending.extend(([*loc, str(i)], child) for i, child in enumerate(item))
+            pending.extend(([*loc, str(i)], child, depth + 1) for i, child in enumerate(item))
     return None
 
 
@@ -85,13 +82,15 @@ def body_problem(event: Mapping[str, Any]) -> StagehubError | None:
         return None
     if not is_json_media_type(_header(event, "content-type")):
         return UnsupportedMediaType(f"a request body must be {JSON_MEDIA_TYPE}")
-    if nesting_depth(text) > MAX_DEPTH:
-        return BadRequest(f"the body nests arrays and objects deeper than {MAX_DEPTH} levels")
+    too_deep = BadRequest(f"the body nests arrays and objects deeper than {MAX_DEPTH} levels")
     try:
-        parsed = json.loads(text)
+        loc = _forbidden_string(json.loads(text))  # json's C parser: linear, and RecursionError when very deep
+    except RecursionError:
+        return too_deep
+    except _TooDeep:
+        return too_deep
     except ValueError:
         return None  # malformed JSON: the resolver answers its own 400 with details
-    loc = _forbidden_string(parsed)
     if loc is None:
         return None
     detail = {"loc": ["body", *loc], "message": "NUL characters and lone surrogates are not allowed", "type": "string"}

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from functions.request_body import MAX_DEPTH, body_problem, nesting_depth
+from functions.request_body import MAX_DEPTH, body_problem
 from shared import uploads
 from shared.storage import BlobStore, S3Uri
 from shared.uploads import Declaration, UploadRefused, check_image, declaration_of, image_dimensions, upload_key
@@ -118,9 +118,8 @@ def _event(body: str | None, content_type: str | None = "application/json", b64:
     return {"headers": headers, "body": body, "isBase64Encoded": b64}
 
 
-def test_nesting_depth_ignores_brackets_in_strings() -> None:
-    assert nesting_depth('{"a": "[[[[{{{{", "b": [1, {"c": "\\"]"}]}') == 3
-    assert nesting_depth("[" * 1000) == 1000
+def test_brackets_in_strings_are_not_nesting() -> None:
+    assert body_problem(_event('{"a": "' + "[" * 100 + '", "b": [1, {"c": "\\"]"}]}')) is None
 
 
 @pytest.mark.parametrize(
@@ -133,6 +132,10 @@ def test_nesting_depth_ignores_brackets_in_strings() -> None:
         (_event(None, "text/plain"), None),  # no body: nothing to refuse
         (_event("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)), 400),
         (_event("[" * MAX_DEPTH + "]" * MAX_DEPTH), None),
+        (_event('{"a":' * (MAX_DEPTH + 1) + "1" + "}" * (MAX_DEPTH + 1)), 400),
+        (_event("[" * 100_000 + "]" * 100_000), 400),
+        (_event("[" * 100_000), 400),
+        (_event('"' + '\\"' * 100_000), None),  # unterminated string of escapes: malformed, left to the resolver
         (_event('{"a": "\\ud800"}'), 422),
         (_event('{"a": ["ok", {"\\udfff": 1}]}'), 422),
         (_event('{"a": "\\ud83d\\ude00"}'), None),  # a surrogate pair is one character
