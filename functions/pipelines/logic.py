@@ -14,6 +14,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,7 @@ def _stage_problems(
     return problems
 
 
-def _prompt(stage: StageDefinition, user_id: str, deps: PipelineDeps, problem: Any) -> str | None:
+def _prompt(stage: StageDefinition, user_id: str, deps: PipelineDeps, problem: Callable[[str], None]) -> str | None:
     """The stage's prompt template: inline, or read from the caller's checked upload; None after a problem."""
     if stage.inline:
         if len(stage.body.encode()) > PROMPT_MAX_BYTES:
