@@ -98,3 +98,25 @@ def test_dynamodb_failures_are_503_with_the_error_body(
     monkeypatch.setattr(PipelineRecord.all_pipelines, "query", _failing(QueryError))
     response = api.get("/pipelines", headers=user.headers)
     assert (response.status_code, response.json()["code"]) == (503, "SERVICE_UNAVAILABLE")
+
+
+def test_the_migration_moves_legacy_pipelines_and_their_totals_once(stack_env: Settings) -> None:
+    from functions.pipelines.migrate import migrate
+
+    dynamodb = client("dynamodb", stack_env)
+    record = _record("2026-01-02T00:00:00.000Z")
+    legacy = record.serialize() | {
+        "listPartition": {"S": "ALL"},
+        "ratingSum": {"N": "9"},
+        "ratingCount": {"N": "2"},
+    }
+    dynamodb.put_item(TableName=stack_env.pipelines_table, Item=legacy)
+    ratings = RatingStore(stack_env)
+    assert ratings.rate(record.pipeline_id, "new-rater", 5, None, "t") is RatingOutcome.APPLIED  # before migrating
+
+    assert migrate(dynamodb, stack_env.pipelines_table, stack_env.ratings_table) == 1
+    assert migrate(dynamodb, stack_env.pipelines_table, stack_env.ratings_table) == 0
+    item = dynamodb.get_item(TableName=stack_env.pipelines_table, Key={"pipelineId": {"S": record.pipeline_id}})
+    assert item["Item"]["listPartition"] == {"S": list_partition(record.pipeline_id)}
+    assert "ratingSum" not in item["Item"]
+    assert ratings.totals([record.pipeline_id], consistent=True) == {record.pipeline_id: (14, 3)}
