@@ -5,7 +5,7 @@ typed outcome), anything else is `StoreUnavailable` (503). Shaped like `function
 
 The list of all pipelines is sharded: each pipeline sits in one of `PIPELINE_LIST_SHARDS` index partitions
 (`ALL#<n>`), so creations spread over that many partitions; a page queries every shard for the items before the
-cursor and merges them newest first. Rating totals live in the ratings table, so a rating never writes the
+cursor (in parallel) and merges them newest first. Rating totals live in the ratings table, so a rating never writes the
 pipelines table or its indexes.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from enum import Enum
 from functools import lru_cache
@@ -81,19 +82,25 @@ class PipelineStore:
             return query_page(PipelineRecord.by_author, author, ("pipelineId", "author", "sortKey"), limit, start)
 
     def page_all(self, limit: int, before: str | None) -> tuple[list[PipelineRecord], bool]:
-        """The newest `limit` pipelines with a sort key below `before` (all when None), and whether more follow."""
-        newest: list[PipelineRecord] = []
-        with _dynamodb("pipeline list"):
-            for shard in range(res.PIPELINE_LIST_SHARDS):
-                condition = PipelineRecord.sort_key < before if before is not None else None
-                newest += PipelineRecord.all_pipelines.query(
-                    f"{_LIST_PREFIX}{shard}",
-                    range_key_condition=condition,
-                    scan_index_forward=False,
-                    limit=limit + 1,
-                    page_size=limit + 1,
-                )
-        merged = heapq.nlargest(limit + 1, newest, key=lambda r: r.sort_key)
+        """The newest `limit` pipelines with a sort key below `before` (all when None), and whether more follow.
+
+        The shards are queried in parallel (each for at most `limit + 1` entries), so a page costs one round trip.
+        """
+
+        def shard_page(shard: int) -> list[PipelineRecord]:
+            condition = PipelineRecord.sort_key < before if before is not None else None
+            query = PipelineRecord.all_pipelines.query(
+                f"{_LIST_PREFIX}{shard}",
+                range_key_condition=condition,
+                scan_index_forward=False,
+                limit=limit + 1,
+                page_size=limit + 1,
+            )
+            return list(query)
+
+        with _dynamodb("pipeline list"), ThreadPoolExecutor(max_workers=res.PIPELINE_LIST_SHARDS) as pool:
+            pages = list(pool.map(shard_page, range(res.PIPELINE_LIST_SHARDS)))
+        merged = heapq.nlargest(limit + 1, (record for page in pages for record in page), key=lambda r: r.sort_key)
         return merged[:limit], len(merged) > limit
 
     def display_name(self, user_id: str) -> str:

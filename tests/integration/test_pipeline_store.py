@@ -40,15 +40,16 @@ def _record(created_at: str) -> PipelineRecord:
 
 def test_the_sharded_list_pages_newest_first_across_shards(stack_env: Settings) -> None:
     store = PipelineStore()
-    # In the future, so that they are the newest of the session's pipelines; two share a timestamp.
-    stamps = [f"2999-01-01T00:00:{second:02d}.000Z" for second in range(25)] + ["2999-01-01T00:00:24.000Z"]
+    # In 1999, so that a page starting before 2000 holds only these (two share a timestamp), and the lists other
+    # tests read, newest first, never see them.
+    stamps = [f"1999-01-01T00:00:{second:02d}.000Z" for second in range(25)] + ["1999-01-01T00:00:24.000Z"]
     records = [_record(stamp) for stamp in stamps]
     for record in records:
         store.create(record)
     assert len({r.list_partition for r in records}) > 1
     expected = [r.pipeline_id for r in sorted(records, key=lambda r: r.sort_key, reverse=True)]
     seen: list[str] = []
-    before = None
+    before = "2000-01-01T00:00:00.000Z"
     while len(seen) < len(expected):
         page, more = store.page_all(7, before)
         seen += [r.pipeline_id for r in page]
