@@ -31,6 +31,9 @@ HEADER_READ_BYTES = 64 * 1024
 _JPEG_SEGMENTS_MAX = 256
 
 _DECLARED_KEY = re.compile(r"^uploads/(?P<user>[^/]+)/[0-9a-f-]{36}-(?P<size>[1-9][0-9]{0,11})\.(?P<ext>[a-z]+)$")
+# Keys issued before declarations were recorded (`<uuid>.<ext>`): their size was not signed, so only the limits
+# and the type hold them (uploads expire after 30 days, and with them this form).
+_UNDECLARED_KEY = re.compile(r"^uploads/[^/]+/[0-9a-f-]{36}\.(?P<ext>[a-z]+)$")
 _TYPE_BY_EXTENSION = {ext: content_type for content_type, ext in EXTENSIONS.items()}
 
 
@@ -83,15 +86,17 @@ def own_upload(uri: str, user_id: str, uploads_bucket: str) -> S3Uri:
 
 def check_upload(blobs: UploadBlobs, location: S3Uri, allowed_types: tuple[str, ...], max_bytes: int) -> Declaration:
     """The stored object matches its declaration, one of `allowed_types` and `max_bytes`; else UploadRefused."""
-    declared = declaration_of(location.key)
-    if declared is None:
+    declared, legacy = declaration_of(location.key), _UNDECLARED_KEY.fullmatch(location.key)
+    declared_type = declared.content_type if declared else _TYPE_BY_EXTENSION.get(legacy["ext"]) if legacy else None
+    if declared_type is None:
         raise UploadRefused("not an upload from POST /uploads")
-    if declared.content_type not in allowed_types:
+    if declared_type not in allowed_types:
         raise UploadRefused(f"must be an upload of type {' or '.join(allowed_types)}")
     head = blobs.head(location.bucket, location.key)
     if head is None:
         raise UploadRefused("the upload has not been uploaded yet")
     stored_size, stored_type = head.get("ContentLength"), head.get("ContentType")
+    declared = declared or Declaration(declared_type, int(stored_size or 0))
     if stored_size != declared.size_bytes or stored_type != declared.content_type:
         raise UploadRefused(
             f"the stored object ({stored_size} bytes of {stored_type}) differs from its declaration "

@@ -157,3 +157,16 @@ def test_body_problems(event: dict[str, Any], status: int | None) -> None:
     assert (problem.status if problem else None) == status
     if problem is not None:
         json.dumps(problem.to_body())  # the answer itself is valid JSON text
+
+
+def test_keys_issued_before_declarations_are_held_to_the_limits() -> None:
+    blobs = FakeBlobs()
+    key = "uploads/u1/0b9a7d1e-8c3f-4f39-9d0e-2b7f1f0c6a11"
+    blobs.objects[("uploads", f"{key}.txt")] = (b"an old prompt", "text/plain")
+    blobs.objects[("uploads", f"{key}.png")] = (png(4096, 64), "image/png")
+    assert uploads.read_prompt(blobs, S3Uri("uploads", f"{key}.txt")) == "an old prompt"
+    with pytest.raises(UploadRefused, match="pixels"):
+        check_image(blobs, S3Uri("uploads", f"{key}.png"), 10 * 1024 * 1024)
+    blobs.objects[("uploads", f"{key}.txt")] = (b"x" * 20_000, "text/plain")
+    with pytest.raises(UploadRefused, match="at most"):
+        uploads.read_prompt(blobs, S3Uri("uploads", f"{key}.txt"))
