@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -18,6 +19,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.observability import LambdaHandler, capture_lambda_handler, logger, metrics
+from functions.request_body import body_problem
 from shared.errors import StagehubError, Unauthorized
 
 
@@ -93,6 +95,16 @@ def caller_id(app: APIGatewayRestResolver | APIGatewayRouter) -> str:
     return str(user_id)
 
 
+def _proxy_error(error: StagehubError) -> dict[str, Any]:
+    """An API Gateway proxy answer with API.md's error body, for requests refused before routing."""
+    return {
+        "statusCode": error.status,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps(error.to_body()),
+        "isBase64Encoded": False,
+    }
+
+
 def make_lambda_handler(app: APIGatewayRestResolver) -> LambdaHandler:
     """The Lambda entry point for `app`, with correlation ids, tracing and metrics."""
 
@@ -100,6 +112,9 @@ def make_lambda_handler(app: APIGatewayRestResolver) -> LambdaHandler:
     @capture_lambda_handler
     @metrics.log_metrics(capture_cold_start_metric=True)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        problem = body_problem(event)
+        if problem is not None:
+            return _proxy_error(problem)
         return app.resolve(event, context)
 
     return lambda_handler

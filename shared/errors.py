@@ -51,6 +51,10 @@ class PayloadTooLarge(StagehubError):
     status, code = 413, "PAYLOAD_TOO_LARGE"
 
 
+class UnsupportedMediaType(StagehubError):
+    status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
+
+
 class ValidationFailed(StagehubError):
     status, code = 422, "VALIDATION_FAILED"
 

@@ -78,7 +78,11 @@ class RefreshTokenRecord(_Record):
 
 
 class PipelineRecord(_Record):
-    """A pipeline's metadata and rating aggregates; its definition (stages) is JSON in S3 at `definition_key`."""
+    """A pipeline's metadata; its definition (stages) is JSON in S3 at `definition_key`.
+
+    Written once: its rating totals live in the ratings table (`RatingTotalsRecord`), so a rating never rewrites
+    this item or its index entries. `list_partition` is one of `res.PIPELINE_LIST_SHARDS` shards of the list.
+    """
 
     class Meta(_Record.Meta):
         spec = res.PIPELINES
@@ -90,11 +94,9 @@ class PipelineRecord(_Record):
     author_name = UnicodeAttribute(attr_name="authorName")
     created_at = UnicodeAttribute(attr_name="createdAt")
     sort_key = UnicodeAttribute(attr_name="sortKey")
-    list_partition = UnicodeAttribute(attr_name="listPartition", default="ALL")
+    list_partition = UnicodeAttribute(attr_name="listPartition", null=True)  # None: not in the list of all
     stage_count = NumberAttribute(attr_name="stageCount")
     definition_key = UnicodeAttribute(attr_name="definitionKey")
-    rating_sum = NumberAttribute(attr_name="ratingSum", default=0)
-    rating_count = NumberAttribute(attr_name="ratingCount", default=0)
 
     by_author = _gsi(_index(res.PIPELINES, "author-index"), "author", "sort_key")()
     all_pipelines = _gsi(_index(res.PIPELINES, "all-index"), "list_partition", "sort_key")()
@@ -108,6 +110,18 @@ class RatingRecord(_Record):
     user_id = UnicodeAttribute(range_key=True, attr_name="userId")
     score = NumberAttribute()
     updated_at = UnicodeAttribute(attr_name="updatedAt")
+
+
+class RatingTotalsRecord(_Record):
+    """A pipeline's rating totals: the item `(pipelineId, userId=RATING_TOTALS_USER)` of the ratings table."""
+
+    class Meta(_Record.Meta):
+        spec = res.RATINGS
+
+    pipeline_id = UnicodeAttribute(hash_key=True, attr_name="pipelineId")
+    user_id = UnicodeAttribute(range_key=True, attr_name="userId", default=res.RATING_TOTALS_USER)
+    rating_sum = NumberAttribute(attr_name="ratingSum", default=0)
+    rating_count = NumberAttribute(attr_name="ratingCount", default=0)
 
 
 class ExecutionRecord(_Record):
@@ -161,6 +175,7 @@ RECORDS: tuple[type[_Record], ...] = (
     RatingRecord,
     ExecutionRecord,
     IdempotencyRecord,
+    RatingTotalsRecord,
 )
 
 

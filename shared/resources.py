@@ -93,10 +93,15 @@ PIPELINES = TableSpec(
     hash_key=KeySpec("pipelineId"),
     indexes=(
         IndexSpec("author-index", KeySpec("author"), SORT_KEY),
-        # Every pipeline carries listPartition="ALL" so that one index lists them all, newest first.
+        # listPartition is "ALL#<shard>" (PIPELINE_LIST_SHARDS shards): the list merges the shards newest first,
+        # so creations spread over that many index partitions instead of one.
         IndexSpec("all-index", KeySpec("listPartition"), SORT_KEY),
     ),
 )
+PIPELINE_LIST_SHARDS = 8
+# The ratings table holds each user's rating (userId = the rater) and one totals item per pipeline under this
+# userId, which no user id (a UUID) can equal.
+RATING_TOTALS_USER = "#totals"
 RATINGS = TableSpec(
     logical_id="ratings",
     env_var="RATINGS_TABLE",

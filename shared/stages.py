@@ -7,9 +7,10 @@ One place for what a stage may be: the API validates pipelines and overrides wit
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 PROMPT_MAX_BYTES = 16 * 1024
 MAX_STAGES = 16
@@ -17,11 +18,39 @@ TEMPLATE_PATTERN = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 PREVIOUS = "previous"
 
 
+def _not_a_boolean(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1; a JSON boolean is never a number here.
+    if isinstance(value, bool):
+        raise ValueError("a number is required, not a boolean")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+Float = Annotated[float, BeforeValidator(_not_a_boolean)]
+
+# The diffusers schedulers a txt2img stage may name: each builds from a Stable Diffusion pipeline's scheduler
+# config with the worker's dependencies (an allowlist, so a name never reaches getattr on the diffusers module).
+SchedulerName = Literal[
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "HeunDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "UniPCMultistepScheduler",
+    "DEISMultistepScheduler",
+]
+
+
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     model: str | None = Field(default=None, min_length=1, max_length=200, description="Model name; default per type")
-    seed: int | None = Field(
+    seed: Int | None = Field(
         default=None,
         ge=0,
         le=2**63 - 1,
@@ -36,28 +65,28 @@ def _multiple_of_8(value: int) -> int:
 
 
 class Txt2ImgParameters(_Params):
-    steps: int = Field(default=25, ge=1, le=150)
-    guidance_scale: float = Field(default=7.5, ge=0, le=30, alias="guidanceScale")
-    width: int = Field(default=512, ge=64, le=1024)
-    height: int = Field(default=512, ge=64, le=1024)
+    steps: Int = Field(default=25, ge=1, le=150)
+    guidance_scale: Float = Field(default=7.5, ge=0, le=30, alias="guidanceScale")
+    width: Int = Field(default=512, ge=64, le=1024)
+    height: Int = Field(default=512, ge=64, le=1024)
     negative_prompt: str | None = Field(default=None, max_length=PROMPT_MAX_BYTES, alias="negativePrompt")
-    scheduler: str | None = Field(default=None, max_length=100, description="Diffusers scheduler class name")
-    num_images: int = Field(default=1, ge=1, le=4, alias="numImages")
+    scheduler: SchedulerName | None = Field(default=None, description="Diffusers scheduler class name")
+    num_images: Int = Field(default=1, ge=1, le=4, alias="numImages")
 
     _check_size = field_validator("width", "height")(_multiple_of_8)
 
 
 class Img2ImgParameters(_Params):
-    strength: float = Field(default=0.75, ge=0, le=1)
-    steps: int = Field(default=25, ge=1, le=150)
-    guidance_scale: float = Field(default=7.5, ge=0, le=30, alias="guidanceScale")
+    strength: Float = Field(default=0.75, ge=0, le=1)
+    steps: Int = Field(default=25, ge=1, le=150)
+    guidance_scale: Float = Field(default=7.5, ge=0, le=30, alias="guidanceScale")
     negative_prompt: str | None = Field(default=None, max_length=PROMPT_MAX_BYTES, alias="negativePrompt")
 
 
 class Txt2TxtParameters(_Params):
-    max_new_tokens: int = Field(default=64, ge=1, le=2048, alias="maxNewTokens")
-    temperature: float = Field(default=0.7, ge=0, le=2)
-    top_p: float = Field(default=0.95, ge=0, le=1, alias="topP")
+    max_new_tokens: Int = Field(default=64, ge=1, le=2048, alias="maxNewTokens")
+    temperature: Float = Field(default=0.7, ge=0, le=2)
+    top_p: Float = Field(default=0.95, ge=0, le=1, alias="topP")
 
 
 StageType = Literal["txt2txt", "txt2img", "img2img"]
@@ -101,6 +130,25 @@ def stage_types_document() -> list[dict[str, Any]]:
 def template_variables(text: str) -> set[str]:
     """Names used as {{name}} in a prompt template ('previous' included if used)."""
     return set(TEMPLATE_PATTERN.findall(text))
+
+
+def previous_problem(stage_types: Sequence[str], index: int) -> str | None:
+    """Why stage `index` may not use {{previous}}: it needs the text output of a text stage right before it."""
+    if index == 0:
+        return "the first stage has no previous output for {{previous}}"
+    before = stage_types[index - 1]
+    if OUTPUT_KINDS[before] != "text":
+        return f"{{{{previous}}}} needs text from the stage before; stage {index - 1} ({before}) outputs images"
+    return None
+
+
+def rendered_bytes(text: str, variables: dict[str, str]) -> int:
+    """UTF-8 size of a prompt with its {{name}} variables filled (missing ones and {{previous}} count as empty)."""
+
+    def value(match: re.Match[str]) -> str:
+        return "" if match.group(1) == PREVIOUS else variables.get(match.group(1), "")
+
+    return len(TEMPLATE_PATTERN.sub(value, text).encode())
 
 
 def render_template(text: str, variables: dict[str, str], previous: str | None) -> str:

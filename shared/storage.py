@@ -70,6 +70,15 @@ class BlobStore:
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"s3://{bucket}/{key}") from exc
 
+    def get_range(self, bucket: str, key: str, start: int, length: int) -> bytes:
+        """`length` bytes from `start` (fewer at the object's end); only what is asked for is transferred."""
+        byte_range = f"bytes={start}-{start + length - 1}"
+        try:
+            response = self._s3.get_object(Bucket=bucket, Key=key, Range=byte_range)
+            return response["Body"].read()  # type: ignore[no-any-return]
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"s3://{bucket}/{key}") from exc
+
     def get_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.get_bytes(bucket, key))
 
@@ -120,7 +129,9 @@ class BlobStore:
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in
         )
 
-    def presign_put(self, bucket: str, key: str, content_type: str, expires_in: int) -> str:
+    def presign_put(self, bucket: str, key: str, content_type: str, size_bytes: int, expires_in: int) -> str:
+        """A PUT URL whose signature covers Content-Type and Content-Length: S3 takes exactly that object."""
+        params = {"Bucket": bucket, "Key": key, "ContentType": content_type, "ContentLength": size_bytes}
         return self._s3.generate_presigned_url(  # type: ignore[no-any-return]
-            "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": content_type}, ExpiresIn=expires_in
+            "put_object", Params=params, ExpiresIn=expires_in
         )

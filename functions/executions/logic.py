@@ -8,7 +8,6 @@ send turns the record FAILED, so no record waits QUEUED for a message that does 
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,11 +24,13 @@ from functions.webhooks.events import EventKind, publish_execution_change
 from functions.webhooks.subscription import check_subscription, subscription_attributes
 from shared import resources as res
 from shared.errors import Conflict, NotFound, ServiceUnavailable, StagehubError, ValidationFailed
+from shared.ids import is_id as _is_id
 from shared.messages import ExecutionStatus, InQueueMessage, utc_now_iso
 from shared.models import ExecutionRecord, PipelineRecord
 from shared.queues import QueueClient
 from shared.settings import Settings
 from shared.stages import (
+    OUTPUT_KINDS,
     PREVIOUS,
     PROMPT_MAX_BYTES,
     TEMPLATE_PATTERN,
@@ -41,10 +42,13 @@ from shared.stages import (
     manifest_key,
     parameters_to_wire,
     parse_parameters,
+    previous_problem,
+    rendered_bytes,
     request_key,
     template_variables,
 )
 from shared.storage import BlobStore, S3Uri
+from shared.uploads import UploadRefused, check_image, own_upload, read_prompt
 
 IDEMPOTENCY_KEY_MAX = 255
 MAX_VARIABLES = 64
@@ -52,14 +56,6 @@ VARIABLES_MAX_BYTES = 64 * 1024
 IMAGE_VARIABLE = "image"
 # How long a request that lost an Idempotency-Key race waits for the winner's record to appear.
 IDEMPOTENCY_WAIT_S = 3.0
-
-
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def _is_id(value: str) -> bool:
-    """Ids are UUIDs: anything else names nothing (and must not reach DynamoDB's key limits as a 5xx)."""
-    return bool(_ID.fullmatch(value))
 
 
 @dataclass(frozen=True)
@@ -193,10 +189,14 @@ def resolve_request(
     _check_variables(body.variables, problems)
     overrides = _stage_overrides(body.parameters, len(stages), problems)
     resolved = [_resolve_stage(i, stage, overrides.get(i, {}), settings, problems) for i, stage in enumerate(stages)]
-    _check_templates(stages, body.variables, problems)
+    _check_templates(stages, _prompt_templates(stages, deps, problems), body.variables, problems)
     image_uri = _check_image(body.variables.get(IMAGE_VARIABLE), submission.user_id, deps, problems)
-    if stages and stages[0].type == "img2img" and image_uri is None and IMAGE_VARIABLE not in body.variables:
-        problems.add(["body", "variables", IMAGE_VARIABLE], "the first stage is img2img: variables.image is required")
+    needing = _stages_needing_an_image(stages)
+    if needing and IMAGE_VARIABLE not in body.variables:
+        problems.add(
+            ["body", "variables", IMAGE_VARIABLE],
+            f"stage {needing[0]} is img2img with no image before it: variables.image is required",
+        )
     problems.raise_if_any()
     created_at = utc_now_iso()
     deadline = datetime.now(UTC) + timedelta(seconds=settings.execution_deadline_s)
@@ -262,33 +262,64 @@ def _resolve_stage(
     )
 
 
-def _check_templates(stages: list[StageDefinition], variables: dict[str, str], problems: _Problems) -> None:
+def _prompt_templates(stages: list[StageDefinition], deps: ExecutionDeps, problems: _Problems) -> list[str | None]:
+    """Each stage's prompt template: inline, or the referenced upload read and checked (None after a problem).
+
+    Pipeline creation checked that a referenced prompt is its author's upload; here it is read again, so an
+    object replaced or grown since is refused too.
+    """
+    templates: list[str | None] = []
     for index, stage in enumerate(stages):
-        if not stage.inline:
+        if stage.inline:
+            templates.append(stage.body)
             continue
-        for name in sorted(template_variables(stage.body)):
+        try:
+            templates.append(read_prompt(deps.blobs, S3Uri.parse(stage.body)))
+        except (ValueError, UploadRefused) as exc:
+            problems.add(["stages", index, "body"], f"the stage's prompt upload cannot be used: {exc}")
+            templates.append(None)
+    return templates
+
+
+def _check_templates(
+    stages: list[StageDefinition], templates: list[str | None], variables: dict[str, str], problems: _Problems
+) -> None:
+    stage_types = [stage.type for stage in stages]
+    for index, template in enumerate(templates):
+        if template is None:
+            continue
+        for name in sorted(template_variables(template)):
             if name == PREVIOUS:
-                if index == 0:
-                    problems.add(["stages", index, "body"], "{{previous}} cannot be used in the first stage")
+                message = previous_problem(stage_types, index)
+                if message is not None:
+                    problems.add(["stages", index, "body"], message)
             elif name not in variables:
                 problems.add(["body", "variables", name], f"stage {index} uses {{{{{name}}}}}: a value is required")
+        if rendered_bytes(template, variables) > PROMPT_MAX_BYTES:
+            problems.add(
+                ["body", "variables"],
+                f"stage {index}'s prompt with its variables filled is over {PROMPT_MAX_BYTES} bytes",
+            )
+
+
+def _stages_needing_an_image(stages: list[StageDefinition]) -> list[int]:
+    """img2img stages with no image stage right before them: they take variables.image."""
+    return [
+        index
+        for index, stage in enumerate(stages)
+        if stage.type == "img2img" and (index == 0 or OUTPUT_KINDS[stages[index - 1].type] != "image")
+    ]
 
 
 def _check_image(uri: str | None, user_id: str, deps: ExecutionDeps, problems: _Problems) -> str | None:
-    """variables.image must be an existing upload of the caller's own."""
+    """variables.image must be the caller's own upload, as declared, a PNG, JPEG or WebP within the pixel limits."""
     if uri is None:
         return None
-    loc: list[str | int] = ["body", "variables", IMAGE_VARIABLE]
     try:
-        location = S3Uri.parse(uri)
-    except ValueError:
-        problems.add(loc, "must be an s3:// URI from POST /uploads")
-        return None
-    if location.bucket != deps.settings.uploads_bucket or not location.key.startswith(f"uploads/{user_id}/"):
-        problems.add(loc, "must be one of your own uploads")
-        return None
-    if deps.blobs.head(location.bucket, location.key) is None:
-        problems.add(loc, "the upload has not been made")
+        location = own_upload(uri, user_id, deps.settings.uploads_bucket)
+        check_image(deps.blobs, location, deps.settings.upload_max_bytes)
+    except UploadRefused as exc:
+        problems.add(["body", "variables", IMAGE_VARIABLE], str(exc))
         return None
     return str(location)
 

@@ -16,7 +16,15 @@ from functions.bound import current_settings
 from functions.http import caller_id
 from functions.openapi import responses
 from functions.pagination import Cursor, Limit, decode_cursor, encode_cursor
-from functions.pipelines.schemas import CreatePipeline, Pipeline, PipelinePage, RateRequest, Rating, StageTypes
+from functions.pipelines.schemas import (
+    CreatePipeline,
+    Pipeline,
+    PipelinePage,
+    PipelineSummary,
+    RateRequest,
+    Rating,
+    StageTypes,
+)
 from shared.aws import client
 from shared.stages import stage_types_document
 
@@ -28,10 +36,16 @@ router = APIGatewayRouter()
 
 def _deps() -> PipelineDeps:
     from functions.pipelines.logic import PipelineDeps
+    from functions.pipelines.store import PipelineStore, RatingStore
     from shared.storage import BlobStore
 
     settings = current_settings()
-    return PipelineDeps(settings=settings, blobs=BlobStore(client("s3", settings)))
+    return PipelineDeps(
+        settings=settings,
+        blobs=BlobStore(client("s3", settings)),
+        pipelines=PipelineStore(),
+        ratings=RatingStore(settings),
+    )
 
 
 def _json(status: int, model: Any) -> Response[Any]:
@@ -40,12 +54,8 @@ def _json(status: int, model: Any) -> Response[Any]:
     )
 
 
-def _page(user_id: str, limit: int, cursor: str | None, author: str | None = None) -> Response[PipelinePage]:
-    from functions.pipelines import logic
-
-    current_settings()
-    items, last_key = logic.list_pipelines(user_id, limit, decode_cursor(cursor), author)
-    return _json(200, PipelinePage(items=items, nextCursor=encode_cursor(last_key)))
+def _page(items: list[PipelineSummary], next_cursor: str | None) -> Response[PipelinePage]:
+    return _json(200, PipelinePage(items=items, nextCursor=next_cursor))
 
 
 @router.get("/stage-types", summary="Stage types and their parameters", responses=responses(200, "Stage types"))
@@ -62,15 +72,21 @@ def create(body: Annotated[CreatePipeline, Body()]) -> Response[Pipeline]:
 
 @router.get("/pipelines", summary="All pipelines, newest first", responses=responses(200, "A page", 400))
 def list_all(limit: Limit = 20, cursor: Cursor = None) -> Response[PipelinePage]:
-    return _page(caller_id(router), limit, cursor)
+    from functions.pipelines import logic
+
+    return _page(*logic.list_all_pipelines(caller_id(router), limit, cursor, _deps()))
 
 
 @router.get(
     "/users/<userId>/pipelines", summary="One user's pipelines ('me' allowed)", responses=responses(200, "A page", 400)
 )
 def list_by_user(userId: str, limit: Limit = 20, cursor: Cursor = None) -> Response[PipelinePage]:  # noqa: N803
+    from functions.pipelines import logic
+
     caller = caller_id(router)
-    return _page(caller, limit, cursor, author=caller if userId == "me" else userId)
+    author = caller if userId == "me" else userId
+    items, last_key = logic.list_author_pipelines(caller, author, limit, decode_cursor(cursor), _deps())
+    return _page(items, encode_cursor(last_key))
 
 
 @router.get("/pipelines/<pipelineId>", summary="A pipeline", responses=responses(200, "The pipeline", 404))
@@ -94,8 +110,7 @@ def delete(pipelineId: str) -> Response[None]:  # noqa: N803
 def rating(pipelineId: str) -> Response[Rating]:  # noqa: N803
     from functions.pipelines import logic
 
-    current_settings()
-    return _json(200, logic.get_rating(pipelineId, caller_id(router)))
+    return _json(200, logic.get_rating(pipelineId, caller_id(router), _deps()))
 
 
 @router.put(
@@ -106,4 +121,4 @@ def rating(pipelineId: str) -> Response[Rating]:  # noqa: N803
 def rate(pipelineId: str, body: Annotated[RateRequest, Body()]) -> Response[Rating]:  # noqa: N803
     from functions.pipelines import logic
 
-    return _json(200, logic.rate_pipeline(pipelineId, caller_id(router), body.score, current_settings()))
+    return _json(200, logic.rate_pipeline(pipelineId, caller_id(router), body.score, _deps()))

@@ -42,7 +42,7 @@ class Rating(_Api):
 class RateRequest(_Api):
     model_config = ConfigDict(extra="forbid")
 
-    score: int = Field(ge=1, le=5)
+    score: int = Field(ge=1, le=5, strict=True)  # strict: true is not a score
 
 
 class PipelineSummary(_Api):

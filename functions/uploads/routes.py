@@ -1,13 +1,12 @@
 """`POST /uploads`: a presigned PUT for a prompt text or an input image (≤ 10 MiB) under the caller's prefix.
 
-`upload_prefix` is imported on the first request: its module (the pipelines domain) brings in pynamodb and
-botocore, which a cold start would otherwise load at import.
+The URL's signature covers the declared Content-Type and Content-Length (`uploadHeaders` says what to send), and
+the key records the declaration, which `shared.uploads` checks wherever the upload is used.
 """
 
 from __future__ import annotations
 
-import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body
@@ -23,14 +22,13 @@ from shared.errors import PayloadTooLarge
 router = APIGatewayRouter()
 
 ContentType = Literal["text/plain", "image/png", "image/jpeg", "image/webp"]
-_EXTENSIONS = {"text/plain": "txt", "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 class UploadRequest(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
     content_type: ContentType = Field(alias="contentType")
-    size_bytes: int = Field(alias="sizeBytes", ge=1)
+    size_bytes: int = Field(alias="sizeBytes", ge=1, strict=True)
 
 
 class Upload(BaseModel):
@@ -39,19 +37,29 @@ class Upload(BaseModel):
     uri: str
     upload_url: str = Field(alias="uploadUrl")
     expires_in: int = Field(alias="expiresIn")
+    upload_headers: dict[str, str] = Field(alias="uploadHeaders")
 
 
 @router.post("/uploads", summary="A presigned PUT for an upload", responses=responses(201, "Created", 400, 413))
 def create_upload(body: Annotated[UploadRequest, Body()]) -> Response[Upload]:
-    from functions.pipelines.logic import upload_prefix
     from shared.storage import BlobStore
+    from shared.uploads import Declaration, upload_key
 
     settings = current_settings()
     if body.size_bytes > settings.upload_max_bytes:
         raise PayloadTooLarge(f"uploads are at most {settings.upload_max_bytes} bytes")
-    key = f"{upload_prefix(caller_id(router))}{uuid.uuid4()}.{_EXTENSIONS[body.content_type]}"
+    key = upload_key(caller_id(router), Declaration(body.content_type, body.size_bytes))
     url = BlobStore(client("s3", settings)).presign_put(
-        settings.uploads_bucket, key, body.content_type, settings.presign_ttl_s
+        settings.uploads_bucket, key, body.content_type, body.size_bytes, settings.presign_ttl_s
     )
-    upload = Upload(uri=f"s3://{settings.uploads_bucket}/{key}", uploadUrl=url, expiresIn=settings.presign_ttl_s)
-    return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=upload.model_dump(by_alias=True))
+    headers = {"Content-Type": body.content_type, "Content-Length": str(body.size_bytes)}
+    upload = Upload(
+        uri=f"s3://{settings.uploads_bucket}/{key}",
+        uploadUrl=url,
+        expiresIn=settings.presign_ttl_s,
+        uploadHeaders=headers,
+    )
+    answer: Response[Any] = Response(
+        status_code=201, content_type=content_types.APPLICATION_JSON, body=upload.model_dump(by_alias=True)
+    )
+    return answer

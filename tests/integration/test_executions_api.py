@@ -19,8 +19,8 @@ from shared.errors import ServiceUnavailable
 from shared.queues import QueueUnavailable
 from shared.settings import Settings
 from shared.stages import ExecutionRequest, request_key
+from shared.uploads import Declaration, upload_key
 from tests.integration.executions_support import (
-    IMG2IMG,
     OTHER_BACKEND,
     TXT2IMG,
     TXT2TXT,
@@ -34,6 +34,7 @@ from tests.integration.executions_support import (
     submit,
     write_results,
 )
+from tests.unit.pipeline_fakes import png
 
 EXECUTION_KEYS = {
     "executionId",
@@ -154,10 +155,11 @@ def test_invalid_submissions_answer_422_and_create_nothing(
 def test_variables_image_must_be_an_existing_upload_of_the_caller(env: Settings) -> None:
     pipeline_id = make_pipeline(env, [{"type": "img2img", "inline": True, "body": "sketch", "parameters": {}}])
     user, other = new_id(), new_id()
-    own = f"uploads/{user}/{new_id()}"
-    client("s3", env).put_object(Bucket=env.uploads_bucket, Key=own, Body=b"png")
-    someone_elses = f"uploads/{other}/{new_id()}"
-    client("s3", env).put_object(Bucket=env.uploads_bucket, Key=someone_elses, Body=b"png")
+    image = png(64, 64)
+    own = upload_key(user, Declaration("image/png", len(image)))
+    client("s3", env).put_object(Bucket=env.uploads_bucket, Key=own, Body=image, ContentType="image/png")
+    someone_elses = upload_key(other, Declaration("image/png", len(image)))
+    client("s3", env).put_object(Bucket=env.uploads_bucket, Key=someone_elses, Body=image, ContentType="image/png")
 
     assert submit(pipeline_id, user)[0] == 422  # img2img first needs an image
     missing = {"variables": {"image": f"s3://{env.uploads_bucket}/uploads/{user}/{new_id()}"}}
@@ -172,7 +174,7 @@ def test_variables_image_must_be_an_existing_upload_of_the_caller(env: Settings)
 
 
 def test_previous_is_allowed_after_the_first_stage(env: Settings) -> None:
-    pipeline_id = make_pipeline(env, [TXT2IMG, IMG2IMG])
+    pipeline_id = make_pipeline(env, [TXT2TXT, TXT2IMG | {"body": "{{previous}} at dusk"}])
     assert submit(pipeline_id, new_id(), {"variables": {"subject": "x"}})[0] == 202
 
 

@@ -173,6 +173,13 @@ INVALID_PIPELINES: dict[str, dict[str, Any]] = {
     "non-upload-uri": _pipeline(stages=[_stage(inline=False, body="https://example.com/prompt.txt")]),
     "uri-in-another-bucket": _pipeline(stages=[_stage(inline=False, body="s3://some-bucket/uploads/x/prompt.txt")]),
     "unknown-stage-field": _pipeline(stages=[_stage(extra=1)]),
+    # The whole chain (API.md, "Limits, fairness and hostile input").
+    "previous-in-the-first-stage": _pipeline(stages=[_stage(body="{{previous}}")]),
+    "previous-after-an-image-stage": _pipeline(stages=[_stage(), _stage(type="img2img", body="{{previous}}")]),
+    "scheduler-not-allowed": _pipeline(stages=[_stage(parameters={"scheduler": "__init__"})]),
+    "steps-true": _pipeline(stages=[_stage(parameters={"steps": True})]),
+    "guidance-false": _pipeline(stages=[_stage(parameters={"guidanceScale": False})]),
+    "top-p-true": _pipeline(stages=[_stage(type="txt2txt", parameters={"topP": True})]),
 }
 
 

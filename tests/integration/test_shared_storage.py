@@ -51,7 +51,7 @@ def test_blob_store_round_trip_presign_and_prefix_delete(stack_env: Settings) ->
 def test_presigned_put_uploads_with_its_content_type(stack_env: Settings) -> None:
     store = BlobStore(client("s3", stack_env))
     key = f"uploads/u/{uuid.uuid4()}"
-    url = store.presign_put(stack_env.uploads_bucket, key, "text/plain", 60)
+    url = store.presign_put(stack_env.uploads_bucket, key, "text/plain", len(b"a prompt"), 60)
     assert httpx.put(url, content=b"a prompt", headers={"Content-Type": "text/plain"}).status_code == 200
     assert store.get_bytes(stack_env.uploads_bucket, key) == b"a prompt"
 

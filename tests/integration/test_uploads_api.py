@@ -40,14 +40,15 @@ def test_upload_answers_201_with_a_presigned_put_under_the_callers_prefix(
     response = _request_upload(api, user, content_type, len(data))
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"uri", "uploadUrl", "expiresIn"}
+    assert set(body) == {"uri", "uploadUrl", "expiresIn", "uploadHeaders"}
+    assert body["uploadHeaders"] == {"Content-Type": content_type, "Content-Length": str(len(data))}
     assert body["expiresIn"] == stack_env.presign_ttl_s
     location = S3Uri.parse(body["uri"])
     assert location.bucket == stack_env.uploads_bucket
     assert location.key.startswith(f"uploads/{user.user_id}/")
     assert body["uploadUrl"].startswith("http")
 
-    stored = httpx.put(body["uploadUrl"], content=data, headers={"Content-Type": content_type})
+    stored = httpx.put(body["uploadUrl"], content=data, headers=body["uploadHeaders"])
     assert stored.status_code == 200, stored.text
     s3_object = client("s3", stack_env).get_object(Bucket=location.bucket, Key=location.key)
     assert s3_object["Body"].read() == data
@@ -76,6 +77,8 @@ INVALID_REQUESTS: list[dict[str, Any]] = [
     {"contentType": "text/plain", "sizeBytes": 0},
     {"contentType": "text/plain", "sizeBytes": -1},
     {"contentType": "text/plain", "sizeBytes": "big"},
+    {"contentType": "text/plain", "sizeBytes": "10"},
+    {"contentType": "text/plain", "sizeBytes": True},
     {"contentType": "text/plain"},
     {"sizeBytes": 10},
     {"contentType": "text/plain", "sizeBytes": 10, "key": "uploads/someone-else/x.txt"},

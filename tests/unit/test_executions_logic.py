@@ -13,18 +13,11 @@ from shared.errors import BadRequest, ValidationFailed
 from shared.messages import ExecutionStatus
 from shared.stages import StageDefinition
 from tests.unit.execution_fakes import record, unit_settings
+from tests.unit.pipeline_fakes import FakeBlobs, png
 
 TXT2TXT = StageDefinition(type="txt2txt", body="describe {{subject}}", parameters={"maxNewTokens": 32})
 TXT2IMG = StageDefinition(type="txt2img", body="{{previous}} in oil", parameters={"steps": 10})
 IMG2IMG = StageDefinition(type="img2img", body="restyle", parameters={})
-
-
-class FakeBlobs:
-    def __init__(self, existing: set[tuple[str, str]] = frozenset()) -> None:  # type: ignore[assignment]
-        self.existing = existing
-
-    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
-        return {} if (bucket, key) in self.existing else None
 
 
 def deps(blobs: FakeBlobs | None = None, **settings: Any) -> logic.ExecutionDeps:
@@ -55,10 +48,12 @@ def test_resolution_merges_overrides_over_stage_parameters_and_fills_defaults() 
 
 
 def test_a_stage_stored_in_s3_is_passed_by_uri() -> None:
-    stored = StageDefinition(type="txt2txt", inline=False, body="s3://uploads/uploads/u1/prompt.txt")
-    (stage,) = resolve([stored], {}).stages
+    blobs = FakeBlobs()
+    uri = blobs.upload("u1", b"a long prompt", "text/plain")
+    stored = StageDefinition(type="txt2txt", inline=False, body=uri)
+    (stage,) = resolve([stored], {}, deps(blobs)).stages
     assert stage.body is None
-    assert stage.body_uri == "s3://uploads/uploads/u1/prompt.txt"
+    assert stage.body_uri == uri
 
 
 def test_every_problem_is_reported_in_one_422() -> None:
@@ -97,12 +92,12 @@ def test_variable_limits(variables: dict[str, str]) -> None:
 
 
 def test_img2img_first_needs_the_callers_existing_upload() -> None:
-    own = "uploads/u1/a.png"
-    with_upload = deps(FakeBlobs({("uploads", own)}))
-    assert resolve([IMG2IMG], {"variables": {"image": f"s3://uploads/{own}"}}, with_upload).image_uri == (
-        f"s3://uploads/{own}"
-    )
-    for image in (None, "s3://uploads/uploads/u2/a.png", "s3://results/uploads/u1/a.png", "s3://uploads/uploads/u1/b"):
+    blobs = FakeBlobs()
+    own = blobs.upload("u1", png(64, 64), "image/png")
+    with_upload = deps(blobs)
+    assert resolve([IMG2IMG], {"variables": {"image": own}}, with_upload).image_uri == own
+    others = blobs.upload("u2", png(64, 64), "image/png")
+    for image in (None, others, own.replace("s3://uploads/", "s3://results/"), own.replace(".png", "0.png")):
         body = {"variables": {"image": image}} if image else {}
         with pytest.raises(ValidationFailed) as exc:
             resolve([IMG2IMG], body, with_upload)
