@@ -139,6 +139,11 @@ class ScaleInProtection:
         self.protected: bool | None = None  # as last set successfully; None: unknown
         self._failed_at: float | None = None
 
+    @property
+    def autoscaling(self) -> Any:
+        """The Auto Scaling client (the supervisor reports a crash loop with it)."""
+        return self._autoscaling
+
     def set(self, busy: bool) -> None:
         if busy == self.protected:
             return
