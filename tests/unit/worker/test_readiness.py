@@ -63,7 +63,9 @@ class Group:
         ec2 = boto3.client("ec2", region_name="us-east-1")
         client = boto3.client("autoscaling", region_name="us-east-1")
         client.create_launch_configuration(
-            LaunchConfigurationName="lc", ImageId=ec2.describe_images()["Images"][0]["ImageId"], InstanceType="g5.xlarge"
+            LaunchConfigurationName="lc",
+            ImageId=ec2.describe_images()["Images"][0]["ImageId"],
+            InstanceType="g5.xlarge",
         )
         client.create_auto_scaling_group(
             AutoScalingGroupName=GROUP,
@@ -77,7 +79,10 @@ class Group:
             (TERMINATION_HOOK, "autoscaling:EC2_INSTANCE_TERMINATING", CONTINUE),
         ):
             client.put_lifecycle_hook(
-                AutoScalingGroupName=GROUP, LifecycleHookName=hook, LifecycleTransition=transition, DefaultResult=default
+                AutoScalingGroupName=GROUP,
+                LifecycleHookName=hook,
+                LifecycleTransition=transition,
+                DefaultResult=default,
             )
         self.autoscaling = HookRecorder(client)
         self.instance_id = client.describe_auto_scaling_instances()["AutoScalingInstances"][0]["InstanceId"]
