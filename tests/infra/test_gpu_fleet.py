@@ -357,3 +357,15 @@ def test_destroyable_stage_empties_and_deletes_its_buckets(synthesized: Synthesi
     for table in variant.of_type("AWS::DynamoDB::Table").values():
         assert table["DeletionPolicy"] == "Delete"
         assert table["Properties"].get("DeletionProtectionEnabled") is False
+
+
+# --- 6. the simulator reads the template ---
+
+
+def test_the_simulator_reads_its_scaling_from_the_template(synthesized: Synthesized) -> None:
+    from bench.fleet_sim import ScalingParams
+
+    params = ScalingParams.from_template(synthesized.template.to_json())
+    assert (params.min_size, params.max_size, params.target) == (0, 2, 12)
+    assert (params.idle_minutes, params.shrink_below, params.starter_period_s) == (5, 6, 60)
+    assert params.launch_hook_timeout_s > 900
