@@ -245,7 +245,7 @@ class LifecycleWatch:
                 InstanceId=self.instance_id,
                 LifecycleActionResult="CONTINUE",
             )
-        except Exception as exc:  # e.g. no pending action: a restart, or lifecycle.sh completed it first
+        except Exception as exc:  # e.g. no pending action: a restart, or the lifecycle unit completed it first
             log.warning("could not complete lifecycle hook %s for %s: %s", self.hook_name, self.instance_id, exc)
             return False
         self.completed = True

@@ -131,7 +131,8 @@ class WorkerGroup(Construct):
             default_result=autoscaling.DefaultResult.CONTINUE,
         )
         if config.warm_pool:
-            self.group.add_warm_pool(min_size=0, pool_state=autoscaling.PoolState.STOPPED)
+            # Scaled-in instances go back to the pool, stopped, with the worker installed and its models on disk.
+            self.group.add_warm_pool(min_size=0, pool_state=autoscaling.PoolState.STOPPED, reuse_on_scale_in=True)
         nag.acknowledge(
             self.group,
             "AS3",

@@ -277,7 +277,9 @@ def test_the_starter_sizes_every_group_each_minute(synthesized: Synthesized) -> 
 
 def test_warm_pool_only_when_asked(synthesized: Synthesized, variant: Synthesized) -> None:
     synthesized.template.resource_count_is("AWS::AutoScaling::WarmPool", 0)
-    variant.template.resource_count_is("AWS::AutoScaling::WarmPool", 1)
+    (pool,) = variant.of_type("AWS::AutoScaling::WarmPool").values()
+    assert pool["Properties"]["PoolState"] == "Stopped"
+    assert pool["Properties"]["InstanceReusePolicy"] == {"ReuseOnScaleIn": True}
     (group,) = variant.of_type("AWS::AutoScaling::AutoScalingGroup").values()
     assert (group["Properties"]["MinSize"], group["Properties"]["MaxSize"]) == ("1", "6")
     (group,) = synthesized.of_type("AWS::AutoScaling::AutoScalingGroup").values()
