@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from infra.gpu_fleet.versions import (
     WORKER_PLATFORMS,
     WORKER_PYTHON,
 )
-from infra.packaging import WORKER_PACKAGES, _temporary_dir, stage_packages
+from infra.packaging import WORKER_PACKAGES, stage_packages
 
 # Requirements of requirements.txt the worker does not import: the AMI's torch, the CDK app, the CLI, and the
 # Lambda-only packages.
@@ -54,6 +56,13 @@ INSTANCE_FILES = (
     "stagehub-unhealthy.service",
     "cloudwatch-agent.json",
 )
+
+
+def _scratch_dir(prefix: str) -> Path:
+    """A directory removed when the process exits (CDK copies assets into cdk.out before that)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def _requirement_name(line: str) -> str:
@@ -146,10 +155,10 @@ class WheelhouseBundling:
 def wheelhouse_asset_path(skip_build: bool) -> tuple[str, dict[str, Any]]:
     """The wheels' asset source and its options (a placeholder, no options, when builds are skipped: tests)."""
     if skip_build:
-        placeholder = _temporary_dir("stagehub-wheels-")
+        placeholder = _scratch_dir("stagehub-wheels-")
         (placeholder / "README.txt").write_text("worker wheels not downloaded (skipLayerBuild)\n")
         return str(placeholder), {}
-    source = _temporary_dir("stagehub-wheels-src-")
+    source = _scratch_dir("stagehub-wheels-src-")
     shutil.copy(LOCK_FILE, source / LOCK_FILE.name)
     return str(source), {
         # The wheels are what pip makes of the lock for this target: hash those inputs, so that a second synth
@@ -178,7 +187,7 @@ def worker_code_path(grace_s: int) -> str:
 def write_lock(lock: Path = LOCK_FILE) -> None:
     """Regenerate worker.lock: the worker's pins plus the AMI's torch (so the closure fits it), locked by uv,
     then torch and what only torch needs taken out again."""
-    work = _temporary_dir("stagehub-lock-")
+    work = _scratch_dir("stagehub-lock-")
     requirements_in = work / "worker.in"
     requirements_in.write_text(worker_requirements() + "".join(f"{p}=={pinned(p)}\n" for p in FROM_THE_AMI))
     subprocess.run(lock_command(requirements_in, work / "worker.txt"), check=True)
