@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 MODELS_DIR ?= .cache/models
 MODELS_STAMP := $(MODELS_DIR)/.built
 CDK_CLI := .tools/node_modules/.bin/cdk
+# The CDK CLI, pinned (it must understand the cloud assembly aws-cdk-lib in requirements.txt writes).
+CDK_CLI_VERSION := 2.1148.1
 PORT ?= 8000
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
 
-.PHONY: setup models run test test-fast lint bench synth deploy diff clean
+.PHONY: setup models run test test-fast lint bench synth deploy diff clean worker-lock
 
 setup: $(STAMP)
 
@@ -47,7 +49,7 @@ bench: setup models
 	$(PY) -m bench --models-dir $(MODELS_DIR)
 
 $(CDK_CLI):
-	npm install --silent --no-audit --no-fund --prefix .tools aws-cdk@2
+	npm install --silent --no-audit --no-fund --prefix .tools aws-cdk@$(CDK_CLI_VERSION)
 
 # Context for synth/diff/deploy, e.g. make deploy CDK_ARGS="-c stage=prod -c account=123456789012 -c region=eu-west-1"
 CDK_ARGS ?=
@@ -62,6 +64,10 @@ diff: setup $(CDK_CLI)
 
 deploy: setup $(CDK_CLI)
 	PATH=$(abspath $(VENV)/bin):$$PATH $(CDK_CLI) deploy --all $(CDK_ARGS)
+
+# The GPU worker's hash-locked closure for the AMI (infra/gpu_fleet/worker.lock), after a change of its pins.
+worker-lock: setup
+	$(PY) -m infra.gpu_fleet.bundle
 
 clean:
 	rm -rf cdk.out .tools $(MODELS_DIR) .pytest_cache

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import torch
 
-from bench import api_bench, machine, real_size, worker_bench
+from bench import api_bench, fleet_sim, machine, real_size, worker_bench
 from bench.stack import bench_stack
 from bench.workload import ApiUser, subjects, txt2img_stage
 from gpu_worker.aws_io import AwsIoProcess
@@ -208,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a Stable Diffusion 1.5-shaped model with random weights (built into DIR/real-sd if missing)",
     )
+    parser.add_argument("--fleet-only", action="store_true", help="only the GPU fleet simulator (bench/fleet_sim.py)")
     args = parser.parse_args(argv)
+    if args.fleet_only:
+        return fleet_sim.main([])
     if args.report_only:
         results = json.loads((RESULTS / f"{args.report_only}.json").read_text())
         results["figures"] = figures(results["runs"])
@@ -223,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         real_size.ensure_real_size_sd(args.models_dir)
         models_env = real_size.real_size_env(args.models_dir)
     size = args.size or (512 if args.real_size else 64)
-    return _write(run(args.models_dir, args.executions, args.rounds, size, args.target_s, models_env))
+    code = _write(run(args.models_dir, args.executions, args.rounds, size, args.target_s, models_env))
+    return code or fleet_sim.main([])  # its own part: the fleet's scaling, simulated from the template
 
 
 def _write(results: dict[str, Any]) -> int:

@@ -33,6 +33,7 @@ from gpu_worker.fleet import (
     clear_busy,
     instance_identity,
 )
+from gpu_worker.readiness import SLOT_ENV, InstanceHealth, set_unhealthy, slot_name
 
 log = logging.getLogger("gpu_worker.supervisor")
 MAX_BACKOFF_S = 60.0
@@ -63,6 +64,7 @@ def _spawn(slot: Slot, state_dir: str | None = None) -> subprocess.Popen[bytes]:
         env["DEVICE"] = "cuda"
     if state_dir:
         env[STATE_DIR_ENV] = state_dir
+    env[SLOT_ENV] = slot_name(slot)  # which ready file the process leaves (gpu_worker/readiness.py)
     return subprocess.Popen([sys.executable, "-m", "gpu_worker.process"], env=env)
 
 
@@ -80,6 +82,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
+        health: InstanceHealth | None = None,
     ) -> None:
         self.slots = slots
         self.state_dir = state_dir
@@ -89,6 +92,7 @@ class Supervisor:
         self._clock = clock
         self._sleep = sleep
         self._drain_timeout_s = drain_timeout_s
+        self.health = health  # ready files and the crash-loop count (readiness.py)
         self.children: dict[Slot, Any] = {}
         self.backoff = dict.fromkeys(slots, 1.0)
         self._restart_at: dict[Slot, float] = {}
@@ -98,6 +102,8 @@ class Supervisor:
         self._told: set[int] = set()  # pids the stop signal went to
 
     def start(self) -> None:
+        if self.health is not None:
+            self.health.started()
         for slot in self.slots:
             self.children[slot] = self._spawn(slot, self.state_dir)
 
@@ -132,6 +138,8 @@ class Supervisor:
             if code is None:
                 continue
             clear_busy(self.state_dir, child.pid)
+            if self.health is not None:
+                self.health.exited(slot, code)
             log.warning("worker on slot %s exited with %s; restarting in %.0f s", slot, code, self.backoff[slot])
             self._restart_at[slot] = now + self.backoff[slot]
             self.backoff[slot] = min(MAX_BACKOFF_S, self.backoff[slot] * 2)
@@ -218,15 +226,19 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s")
     slots: list[Slot] = list(range(gpu_count())) or [None]
     protection, lifecycle = _fleet(_settings())
-    state_dir = tempfile.mkdtemp(prefix="stagehub-state-")
-    supervisor = Supervisor(slots, state_dir=state_dir, protection=protection, lifecycle=lifecycle)
+    # Under systemd the state directory is the unit's RuntimeDirectory, where the launch hook's gate reads it.
+    state_dir = os.environ.get(STATE_DIR_ENV) or tempfile.mkdtemp(prefix="stagehub-state-")
+    report = set_unhealthy(protection.autoscaling, protection.instance_id) if protection is not None else None
+    health = InstanceHealth(state_dir, slots, report_unhealthy=report)
+    supervisor = Supervisor(slots, state_dir=state_dir, protection=protection, lifecycle=lifecycle, health=health)
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     signal.signal(signal.SIGINT, supervisor.on_signal)
     log.info("starting %d worker process(es) on %s", len(slots), "CPU" if slots == [None] else f"{len(slots)} GPU(s)")
     try:
         return supervisor.run()
     finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
+        if not os.environ.get(STATE_DIR_ENV):  # systemd removes its RuntimeDirectory itself
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

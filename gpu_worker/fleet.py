@@ -139,6 +139,11 @@ class ScaleInProtection:
         self.protected: bool | None = None  # as last set successfully; None: unknown
         self._failed_at: float | None = None
 
+    @property
+    def autoscaling(self) -> Any:
+        """The Auto Scaling client (the supervisor reports a crash loop with it)."""
+        return self._autoscaling
+
     def set(self, busy: bool) -> None:
         if busy == self.protected:
             return
@@ -240,7 +245,7 @@ class LifecycleWatch:
                 InstanceId=self.instance_id,
                 LifecycleActionResult="CONTINUE",
             )
-        except Exception as exc:  # e.g. no pending action: a restart, or lifecycle.sh completed it first
+        except Exception as exc:  # e.g. no pending action: a restart, or the lifecycle unit completed it first
             log.warning("could not complete lifecycle hook %s for %s: %s", self.hook_name, self.instance_id, exc)
             return False
         self.completed = True

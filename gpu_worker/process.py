@@ -16,6 +16,7 @@ from gpu_worker.aws_io import AwsIoProcess
 from gpu_worker.fleet import BusyFlag
 from gpu_worker.metrics import WorkerMetrics
 from gpu_worker.models import ModelRegistry
+from gpu_worker.readiness import mark_ready_from_environment
 from gpu_worker.worker import Worker, worker_io
 from shared.aws import client
 from shared.models import bind_models
@@ -68,6 +69,8 @@ def main() -> int:
     try:
         log.info("loading and warming up models on %s", worker.registry.device)
         worker.registry.warm_up()
+        # C3: the worker's on_ready (after its first poll) in the merged code; here after the warm-up.
+        mark_ready_from_environment()
         log.info("polling %s", settings.in_queue_url)
         worker.run(stop, grace_s=STOP_GRACE_S)
     finally:

@@ -150,8 +150,9 @@ class Api(Construct):
         nag.acknowledge(
             self.rest_api,
             "APIG3",
-            "no WAF web ACL: every write needs a token, the stage throttles per method, and a web ACL's fixed "
-            "monthly cost does not fit a deployment that idles at zero; add one in front for public launches",
+            "no WAF web ACL: every route but /health, the docs and /auth/register|login|refresh|logout needs a token; "
+            "the stage's throttling (apiRateLimit, apiBurstLimit) bounds all of them, and a web ACL's fixed "
+            "monthly cost does not fit a deployment that idles at almost nothing; add one for public launches",
         )
         nag.acknowledge(
             self.rest_api,

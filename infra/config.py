@@ -19,10 +19,9 @@ from shared.settings import ModelSource
 _STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 _ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
 
-# The Deep Learning AMI with NVIDIA drivers and PyTorch, as AWS publishes it in SSM (resolved at deploy time).
-DEFAULT_DLAMI_PARAMETER = (
-    "/aws/service/deeplearning/ami/x86_64/oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04/latest/ami-id"
-)
+# The fleet's image, torch and Python are pinned in infra/gpu_fleet/versions.py (one place, checked by the tests).
+WORKER_SUBNETS = ("public", "private")
+DISPOSABLE_STAGES = ("dev",)  # removalPolicy not given: these are destroyed with the stack, the rest retained
 
 
 @dataclass(frozen=True)
@@ -36,12 +35,17 @@ class StagehubConfig:
     gpu_instance_type: str = "g5.xlarge"
     min_gpu_instances: int = 0
     max_gpu_instances: int = 2
-    backlog_target_per_instance: int = 4
+    # Scaling: the backlog target per instance is latency goal ÷ execution time unless given (docs/ops.md).
+    backlog_target: int | None = None
+    queue_latency_goal_s: int = 120
+    execution_s: float = 10.0  # one instance's time per execution at full batches (bench: worker)
+    scale_in_idle_minutes: int = 5
+    ready_timeout_s: int = 900
     warm_pool: bool = False
-    dlami_parameter: str = DEFAULT_DLAMI_PARAMETER
+    gpu_ami_ids: dict[str, str] = field(default_factory=dict)  # region -> pinned AMI id (infra/gpu_fleet/ami.py)
     root_device_name: str = "/dev/sda1"  # Ubuntu DLAMIs; Amazon Linux ones use /dev/xvda
     root_volume_gib: int = 200
-    nat_gateways: int = 1
+    worker_subnets: str = "public"  # public: no NAT, no inbound rules; private: isolated with VPC endpoints
     availability_zones: tuple[str, ...] = ()
     termination_grace_s: int = 600
     # Worker behaviour
@@ -77,19 +81,33 @@ class StagehubConfig:
             found.append("need 0 <= minGpuInstances <= maxGpuInstances")
         if self.max_gpu_instances < 1:
             found.append("maxGpuInstances must be at least 1 (the fleet scales from zero to it)")
-        if self.backlog_target_per_instance < 1:
+        if self.backlog_target is not None and self.backlog_target < 1:
             found.append("backlogTargetPerInstance must be at least 1")
-        if self.nat_gateways < 1:
-            found.append(
-                "natGateways must be at least 1: the workers reach SQS, CloudWatch, Auto Scaling and PyPI through "
-                "NAT (only S3 and DynamoDB have VPC endpoints)"
-            )
+        if self.queue_latency_goal_s < 1 or self.execution_s <= 0:
+            found.append("queueLatencyGoalSeconds and executionSeconds must be positive")
+        if not 1 <= self.scale_in_idle_minutes <= 60:
+            found.append("scaleInIdleMinutes must be within 1..60")
+        if not 60 <= self.ready_timeout_s <= 7000:
+            found.append("readyTimeoutSeconds must be within 60..7000 (a lifecycle hook waits at most 7200 s)")
+        if self.worker_subnets not in WORKER_SUBNETS:
+            found.append(f"workerSubnets must be one of {WORKER_SUBNETS}")
+        bad_amis = [ami for ami in self.gpu_ami_ids.values() if not re.match(r"^ami-[0-9a-f]{8,17}$", ami)]
+        if bad_amis:
+            found.append(f"gpuAmiIds holds values that are not AMI ids: {bad_amis}")
         if self.max_receive_count is not None and not 1 <= self.max_receive_count <= 1000:
             found.append("maxReceiveCount must be within 1..1000")
         unknown = set(self.default_models.values()) - set(self.models)
         if unknown:
             found.append(f"defaultModels name models that are not in models: {sorted(unknown)}")
         return found
+
+    @property
+    def backlog_target_per_instance(self) -> int:
+        """Backlog (visible + in flight) per in-service instance that keeps the queue wait near the goal: an
+        instance finishes one execution every `execution_s`, so B waiting ones wait about B * execution_s."""
+        if self.backlog_target is not None:
+            return self.backlog_target
+        return max(1, int(self.queue_latency_goal_s // self.execution_s))
 
     @property
     def removal_policy_name(self) -> str:
@@ -126,12 +144,16 @@ class StagehubConfig:
             gpu_instance_type=str(get("gpuInstanceType", defaults["gpu_instance_type"].default)),
             min_gpu_instances=int(get("minGpuInstances", 0)),
             max_gpu_instances=int(get("maxGpuInstances", defaults["max_gpu_instances"].default)),
-            backlog_target_per_instance=int(get("backlogTargetPerInstance", 4)),
+            backlog_target=_optional_int(get("backlogTargetPerInstance")),
+            queue_latency_goal_s=int(get("queueLatencyGoalSeconds", 120)),
+            execution_s=float(get("executionSeconds", 10.0)),
+            scale_in_idle_minutes=int(get("scaleInIdleMinutes", 5)),
+            ready_timeout_s=int(get("readyTimeoutSeconds", 900)),
             warm_pool=_bool(get("warmPool", False)),
-            dlami_parameter=str(get("dlamiSsmParameter", DEFAULT_DLAMI_PARAMETER)),
+            gpu_ami_ids=dict(_json_value(get("gpuAmiIds", {}))),
             root_device_name=str(get("rootDeviceName", "/dev/sda1")),
             root_volume_gib=int(get("rootVolumeGiB", 200)),
-            nat_gateways=int(get("natGateways", 1)),
+            worker_subnets=str(get("workerSubnets", "public")),
             availability_zones=tuple(_json_value(get("availabilityZones", []))),
             termination_grace_s=int(get("terminationGraceSeconds", 600)),
             batch_window_ms=int(get("batchWindowMs", 50)),
@@ -143,12 +165,19 @@ class StagehubConfig:
             api_rate_limit=int(get("apiRateLimit", 50)),
             api_burst_limit=int(get("apiBurstLimit", 100)),
             cors_allow_origins=tuple(_json_value(get("corsAllowOrigins", ["*"]))),
-            retain_data=str(get("removalPolicy", "retain")).lower() == "retain",
+            retain_data=_retain(get("removalPolicy"), str(get("stage", res.DEFAULT_STAGE))),
             alarm_email=_optional_str(get("alarmEmail")),
             oldest_message_alarm_s=int(get("oldestMessageAlarmSeconds", 900)),
             log_retention_days=int(get("logRetentionDays", 30)),
             skip_layer_build=_bool(get("skipLayerBuild", False)),
         )
+
+
+def _retain(removal_policy: Any, stage: str) -> bool:
+    """`removalPolicy` when given (retain or destroy); otherwise destroy for a disposable stage (dev), else retain."""
+    if removal_policy is None:
+        return stage not in DISPOSABLE_STAGES
+    return str(removal_policy).lower() == "retain"
 
 
 def _json_value(value: Any) -> Any:

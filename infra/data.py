@@ -86,7 +86,8 @@ class Data(Construct):
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[s3.LifecycleRule(id="expire-access-logs", expiration=cdk.Duration.days(ACCESS_LOG_DAYS))],
             removal_policy=removal,
-            auto_delete_objects=False,
+            # A disposable stage empties its buckets on delete, so that destroy-then-deploy works.
+            auto_delete_objects=not config.retain_data,
         )
         # No access logs of its own (they would log into themselves); AwsSolutions-S1 exempts a log target bucket.
         return bucket
@@ -135,6 +136,7 @@ class Data(Construct):
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix=f"{spec.logical_id}/",
             removal_policy=removal,
+            auto_delete_objects=not config.retain_data,
         )
 
 

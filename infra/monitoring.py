@@ -63,6 +63,8 @@ class Monitoring(Construct):
         )
         # CloudWatch publishes alarms to the topic, so it must be able to use the topic's key.
         key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        # EventBridge sends the GPU fleets' launch failures and replacements there too (infra/gpu_fleet/group.py).
+        key.grant(iam.ServicePrincipal("events.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         self.topic = sns.Topic(
             self, "AlarmTopic", display_name=f"stagehub {config.stage} alarms", master_key=key, enforce_ssl=True
         )

@@ -9,8 +9,9 @@ from infra.api import Api
 from infra.config import StagehubConfig
 from infra.data import Data
 from infra.functions import Functions
-from infra.gpu_fleet import GpuFleet
+from infra.gpu_fleet import FleetStarter, GpuFleet
 from infra.monitoring import Monitoring
+from infra.network import Network
 from infra.queues import Queues
 from shared import resources as res
 
@@ -27,12 +28,20 @@ class StagehubStack(cdk.Stack):
         self.queues = Queues(self, "Queues", config=config, names=names)
         self.functions = Functions(self, "Functions", config=config, data=self.data, queues=self.queues)
         self.api = Api(self, "Api", config=config, functions=self.functions)
+        self.network = Network(self, "Network", config=config)  # one VPC for every backend's fleet
         self.fleets = [
             GpuFleet(
-                self, f"Fleet{_pascal(backend)}", config=config, backend=backend, data=self.data, queues=self.queues
+                self,
+                f"Fleet{_pascal(backend)}",
+                config=config,
+                backend=backend,
+                network=self.network,
+                data=self.data,
+                queues=self.queues,
             )
             for backend in names.backends
         ]
+        self.fleet_starter = FleetStarter(self, "FleetStarter", config=config, fleets=self.fleets)
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -42,6 +51,8 @@ class StagehubStack(cdk.Stack):
             queues=self.queues,
             fleets=self.fleets,
         )
+        for fleet in self.fleets:
+            fleet.notify(self.monitoring.topic)
         cdk.CfnOutput(self, "ApiUrl", value=self.api.rest_api.url, description="Base URL of the API (API.md)")
         cdk.CfnOutput(
             self,

@@ -82,6 +82,10 @@ class Settings(BaseModel):
     # Set on EC2 by the launch template's user data: the worker protects its instance from scale-in while busy.
     asg_name: str = ""
     lifecycle_hook_name: str = ""
+    # Fleet readiness (gpu_worker/readiness.py): the launch hook answered once every worker process is ready.
+    launch_hook_name: str = ""  # the group's launch lifecycle hook
+    ready_timeout_s: int = Field(default=900, ge=60)  # not ready by then: the launch hook is abandoned
+    state_dir: str = "/run/stagehub"  # the supervisor's busy/ready files (systemd RuntimeDirectory)
 
     # Webhooks (API.md, "Events: wait, webhooks, backends").
     webhooks_table: str = ""  # set from shared.resources.WEBHOOKS like the other tables

@@ -53,6 +53,10 @@ VARIANT_CONTEXT: dict[str, object] = {
     "maxGpuInstances": 6,
     "models": {"big-sd": {"kind": "diffusers", "source": "s3://stagehub-model-weights/big-sd/"}},
     "defaultModels": {"txt2img": "big-sd"},
+    # The fleet's other network and a pinned AMI (infra/network.py, infra/gpu_fleet/group.py).
+    "workerSubnets": "private",
+    "gpuAmiIds": {"eu-west-1": "ami-0123456789abcdef0"},
+    "scaleInIdleMinutes": 3,
 }
 
 

@@ -31,7 +31,11 @@ def test_function_asset_holds_only_functions_and_shared() -> None:
         ({"account": "12345"}, "account"),
         ({"default_models": {"txt2img": "missing"}}, "defaultModels"),
         ({"max_receive_count": 0}, "maxReceiveCount"),
-        ({"nat_gateways": 0}, "natGateways"),
+        ({"worker_subnets": "nat"}, "workerSubnets"),
+        ({"backlog_target": 0}, "backlogTargetPerInstance"),
+        ({"scale_in_idle_minutes": 0}, "scaleInIdleMinutes"),
+        ({"ready_timeout_s": 8000}, "readyTimeoutSeconds"),
+        ({"gpu_ami_ids": {"eu-west-1": "latest"}}, "gpuAmiIds"),
     ],
 )
 def test_invalid_context_is_refused(changes: dict, message: str) -> None:
@@ -58,3 +62,27 @@ def test_context_strings_from_the_command_line_are_parsed() -> None:
     assert config.models["m"].source == "s3://b/m/"
     assert config.alarm_email is None
     assert config.min_gpu_instances == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "retained"),
+    [
+        ({"stage": "dev"}, False),  # dev is disposable: destroy-then-deploy works
+        ({"stage": "prod"}, True),
+        ({"stage": "qa"}, True),  # anything but dev keeps its data unless told otherwise
+        ({"stage": "dev", "removalPolicy": "retain"}, True),
+        ({"stage": "prod", "removalPolicy": "destroy"}, False),
+    ],
+)
+def test_removal_policy_follows_the_stage_unless_given(values: dict[str, str], retained: bool) -> None:
+    class FakeNode:
+        def try_get_context(self, key: str) -> object:
+            return values.get(key)
+
+    assert StagehubConfig.from_context(FakeNode()).retain_data is retained  # type: ignore[arg-type]
+
+
+def test_backlog_target_comes_from_the_latency_goal() -> None:
+    assert StagehubConfig(queue_latency_goal_s=120, execution_s=10).backlog_target_per_instance == 12
+    assert StagehubConfig(queue_latency_goal_s=5, execution_s=10).backlog_target_per_instance == 1
+    assert StagehubConfig(backlog_target=3).backlog_target_per_instance == 3

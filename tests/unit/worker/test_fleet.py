@@ -414,7 +414,7 @@ def test_a_plain_sigterm_while_terminating_completes_the_hook(tmp_path: Path) ->
     lifecycle = LifecycleWatch(client, GROUP, HOOK, INSTANCE, read_state=lambda: state["now"])
     f = Fleet(tmp_path, lifecycle=lifecycle)
 
-    def systemctl_stop() -> None:  # lifecycle.sh saw "Terminated" first and stopped the unit
+    def systemctl_stop() -> None:  # the lifecycle unit saw "Terminated" first and stopped the worker
         if f.clock.now >= 2 and not f.supervisor.stopping:
             state["now"] = "Terminated"
             f.supervisor.on_signal(signal.SIGTERM)

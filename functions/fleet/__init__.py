@@ -1,0 +1,1 @@
+"""The fleet starter: a scheduled function that sizes each GPU group to its queue's backlog at once."""
