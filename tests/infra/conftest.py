@@ -53,6 +53,7 @@ VARIANT_CONTEXT: dict[str, object] = {
     "maxGpuInstances": 6,
     "models": {"big-sd": {"kind": "diffusers", "source": "s3://stagehub-model-weights/big-sd/"}},
     "defaultModels": {"txt2img": "big-sd"},
+    "webAcl": False,
 }
 
 

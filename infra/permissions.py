@@ -1,0 +1,97 @@
+"""Least privilege, declared: the AWS calls each Lambda function's code makes on our tables, buckets, queues and
+secret, and nothing more.
+
+`infra.functions` grants exactly these; `tests/infra/test_permissions.py` compares every role's synthesized
+policy with this table, so a grant wider than the table fails, and so does a call added to the code without its
+entry (its test then gets AccessDenied in AWS only: add the entry with the call). Notes on the less obvious:
+- pynamodb's `TransactWrite` needs the item actions it contains (there is no TransactWriteItems IAM action);
+- S3 HeadObject is `s3:GetObject`; `s3:ListBucket` on a bucket makes a missing key answer 404 (not 403),
+  which the code relies on to tell "no such upload" (422) from a failure (503), and lists a prefix to delete it;
+  deleting objects is `s3:DeleteObject` only (no `DeleteObjectVersion`: old pipeline versions expire by lifecycle);
+- a queue consumer's event source mapping polls with ReceiveMessage/DeleteMessage/GetQueueAttributes (plus
+  GetQueueUrl and ChangeMessageVisibility, which CDK's SQS event source grants with them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared import resources as res
+
+
+class Queues(StrEnum):
+    """Which of our queues a grant names."""
+
+    IN = "in"  # every backend's in-queue
+    IN_DLQ = "in-dlq"  # every backend's in-queue dead-letter queue
+    OUT = "out"
+
+
+@dataclass(frozen=True)
+class TableAccess:
+    table: res.TableSpec
+    actions: tuple[str, ...]  # DynamoDB actions on the table itself (without "dynamodb:")
+    index_actions: tuple[str, ...] = ()  # on its global secondary indexes (`<table>/index/*`)
+
+
+@dataclass(frozen=True)
+class BucketAccess:
+    bucket: res.BucketSpec
+    object_actions: tuple[str, ...]  # S3 actions on its objects (`<bucket>/*`)
+    bucket_actions: tuple[str, ...] = ()  # on the bucket itself (ListBucket)
+
+
+@dataclass(frozen=True)
+class QueueAccess:
+    queues: Queues
+    actions: tuple[str, ...]  # SQS actions (without "sqs:")
+
+
+@dataclass(frozen=True)
+class SecretAccess:
+    """The JWT signing secret."""
+
+    actions: tuple[str, ...] = ("GetSecretValue",)
+
+
+Access = TableAccess | BucketAccess | QueueAccess | SecretAccess
+
+_CONSUME = ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes", "GetQueueUrl", "ChangeMessageVisibility")
+
+FUNCTION_ACCESS: dict[str, tuple[Access, ...]] = {
+    "auth": (
+        SecretAccess(),
+        TableAccess(res.USERS, ("GetItem", "PutItem"), index_actions=("Query",)),
+        TableAccess(res.REFRESH_TOKENS, ("GetItem", "PutItem", "UpdateItem")),
+        TableAccess(res.SESSIONS, ("GetItem", "PutItem", "UpdateItem")),
+        TableAccess(res.THROTTLES, ("GetItem", "PutItem", "UpdateItem", "DeleteItem")),
+    ),
+    "authorizer": (SecretAccess(),),
+    "pipelines": (
+        TableAccess(res.USERS, (), index_actions=("Query",)),
+        TableAccess(res.PIPELINES, ("GetItem", "PutItem", "UpdateItem", "DeleteItem"), index_actions=("Query",)),
+        TableAccess(res.RATINGS, ("GetItem", "BatchGetItem", "Query", "PutItem", "BatchWriteItem")),
+        BucketAccess(res.PIPELINES_BUCKET, ("GetObject", "PutObject", "DeleteObject"), ("ListBucket",)),
+        BucketAccess(res.UPLOADS_BUCKET, ("GetObject",), ("ListBucket",)),
+    ),
+    "uploads": (BucketAccess(res.UPLOADS_BUCKET, ("PutObject",)),),  # signs presigned PUTs
+    "executions": (
+        TableAccess(res.EXECUTIONS, ("GetItem", "PutItem", "UpdateItem", "DeleteItem"), index_actions=("Query",)),
+        TableAccess(res.IDEMPOTENCY, ("GetItem", "PutItem", "DeleteItem")),
+        TableAccess(res.PIPELINES, ("GetItem",)),
+        BucketAccess(res.PIPELINES_BUCKET, ("GetObject",), ("ListBucket",)),
+        BucketAccess(res.UPLOADS_BUCKET, ("GetObject",), ("ListBucket",)),
+        BucketAccess(res.RESULTS_BUCKET, ("GetObject", "PutObject", "DeleteObject"), ("ListBucket",)),
+        QueueAccess(Queues.IN, ("SendMessage",)),
+    ),
+    "docs": (),
+    "results": (
+        TableAccess(res.EXECUTIONS, ("GetItem", "UpdateItem")),
+        QueueAccess(Queues.OUT, _CONSUME),
+    ),
+    "dlq": (
+        TableAccess(res.EXECUTIONS, ("GetItem", "UpdateItem")),
+        QueueAccess(Queues.IN_DLQ, _CONSUME),
+    ),
+}
