@@ -157,7 +157,7 @@ class Api(Construct):
                 type=response_type,
                 status_code=status,
                 templates={"application/json": error_template(code)},
-                response_headers={"Access-Control-Allow-Origin": origin},
+                response_headers={"Access-Control-Allow-Origin": origin} | _retry_after(status),
             )
 
     def _acknowledge(self) -> None:
@@ -181,6 +181,11 @@ class Api(Construct):
             "the documented way to let the service write execution logs",
             "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
         )
+
+
+def _retry_after(status: str | None) -> dict[str, str]:
+    """API.md: a 429 carries `Retry-After`; API Gateway's token buckets refill within a second."""
+    return {"Retry-After": "'1'"} if status == "429" else {}
 
 
 def method_throttles(config: StagehubConfig) -> dict[str, apigw.MethodDeploymentOptions]:

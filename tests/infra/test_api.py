@@ -116,6 +116,8 @@ def test_gateway_responses_carry_the_error_body(
     body = json.loads(template.replace("$context.error.messageString", '"a message"'))
     assert body == {"code": code, "message": "a message"}
     assert props.get("StatusCode") == status
+    if status == "429":  # API.md: every 429 carries Retry-After
+        assert props["ResponseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
 
 
 def test_unknown_routes_answer_404_not_found(synthesized: Synthesized) -> None:
