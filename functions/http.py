@@ -87,8 +87,9 @@ def _body_is_utf8(app: APIGatewayRestResolver) -> bool:
 
 
 def source_ip(app: APIGatewayRestResolver | APIGatewayRouter) -> str:
-    """The client's address as API Gateway saw it (`requestContext.identity.sourceIp`)."""
-    return str(app.current_event.request_context.identity.source_ip or "unknown")
+    """The client's address as API Gateway saw it (`requestContext.identity.sourceIp`; always there in AWS)."""
+    identity = (app.current_event.raw_event.get("requestContext") or {}).get("identity") or {}
+    return str(identity.get("sourceIp") or "unknown")
 
 
 def caller_id(app: APIGatewayRestResolver | APIGatewayRouter) -> str:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from functions.auth import logic
-from functions.auth.schemas import Login, Register
+from functions.auth.schemas import Login, Register, TokenPair
+from functions.auth.store import Session
+from functions.http import make_resolver, source_ip
 from shared.errors import Conflict, Throttled, Unauthorized
 from tests.unit.auth_fakes import FakeAuth, fake_auth
 
@@ -23,7 +28,9 @@ def _register(auth: FakeAuth, email: str = "ada@example.com", address: str = ADD
     return logic.register(Register(email=email, password=PASSWORD), address, auth.deps).user_id
 
 
-def _login(auth: FakeAuth, email: str = "ada@example.com", password: str = PASSWORD, address: str = ADDRESS):  # type: ignore[no-untyped-def]
+def _login(
+    auth: FakeAuth, email: str = "ada@example.com", password: str = PASSWORD, address: str = ADDRESS
+) -> TokenPair:
     return logic.login(Login(email=email, password=password), address, auth.deps)
 
 
@@ -151,7 +158,7 @@ def test_a_token_issued_by_a_refresh_that_raced_the_logout_does_not_work(auth: F
     sessions = auth.sessions
     original_get = sessions.get
 
-    def get_then_logout(family_id: str):  # type: ignore[no-untyped-def]
+    def get_then_logout(family_id: str) -> Session | None:
         seen = original_get(family_id)
         logic.logout(pair.refresh_token, auth.deps)  # lands between the refresh's read and its writes
         return seen
@@ -192,3 +199,13 @@ def test_an_expired_token_does_not_refresh(auth: FakeAuth) -> None:
     auth.clock.advance(3600)
     with pytest.raises(Unauthorized):
         logic.refresh(pair.refresh_token, auth.deps)
+
+
+@pytest.mark.parametrize(
+    ("context", "expected"),
+    [({"identity": {"sourceIp": "203.0.113.9"}}, "203.0.113.9"), ({}, "unknown"), (None, "unknown")],
+)
+def test_the_client_address_is_api_gateways_source_ip(context: dict[str, Any] | None, expected: str) -> None:
+    resolver = make_resolver()
+    resolver.current_event = APIGatewayProxyEvent({"requestContext": context})
+    assert source_ip(resolver) == expected
