@@ -51,10 +51,12 @@ class FunctionSpec:
 
 def function_specs() -> list[FunctionSpec]:
     specs = [
-        FunctionSpec(name, module, API_TIMEOUT_S, reads_secret=(name == "auth"))
+        FunctionSpec(name, module, API_TIMEOUT_S, reads_secret=permissions.reads_secret(name))
         for name, module in routes.API_FUNCTIONS.items()
     ]
-    specs.append(FunctionSpec(AUTHORIZER, routes.AUTHORIZER_MODULE, 10, reads_secret=True))
+    specs.append(
+        FunctionSpec(AUTHORIZER, routes.AUTHORIZER_MODULE, 10, reads_secret=permissions.reads_secret(AUTHORIZER))
+    )
     specs.append(FunctionSpec(RESULTS_CONSUMER, routes.RESULTS_CONSUMER_MODULE, CONSUMER_TIMEOUT_S))
     specs.append(FunctionSpec(DLQ_HANDLER, routes.DLQ_HANDLER_MODULE, CONSUMER_TIMEOUT_S))
     return specs
@@ -203,12 +205,7 @@ class Functions(Construct):
                 "are chosen at run time",
             )
         else:
-            arns = [pair.queue.queue_arn for pair in queues.in_queues.values()]
-            if access.queues is permissions.Queues.IN_DLQ:
-                arns = [pair.dlq.queue_arn for pair in queues.in_queues.values()]
-            elif access.queues is permissions.Queues.OUT:
-                arns = [queues.out.queue.queue_arn]
-            self._allow(role, "sqs", access.actions, arns)
+            self._allow(role, "sqs", access.actions, _queue_arns(queues, access.queues))
 
     @staticmethod
     def _allow(role: iam.IRole, service: str, actions: tuple[str, ...], resources: list[str]) -> None:
@@ -230,6 +227,14 @@ class Functions(Construct):
             self[DLQ_HANDLER].add_event_source(
                 sources.SqsEventSource(pair.dlq, batch_size=CONSUMER_BATCH_SIZE, report_batch_item_failures=True)
             )
+
+
+def _queue_arns(queues: Queues, which: permissions.Queues) -> list[str]:
+    if which is permissions.Queues.OUT:
+        return [queues.out.queue.queue_arn]
+    if which is permissions.Queues.IN_DLQ:
+        return [pair.dlq.queue_arn for pair in queues.in_queues.values()]
+    return [pair.queue.queue_arn for pair in queues.in_queues.values()]
 
 
 _RETENTION_NAMES = {

@@ -95,3 +95,8 @@ FUNCTION_ACCESS: dict[str, tuple[Access, ...]] = {
         QueueAccess(Queues.IN_DLQ, _CONSUME),
     ),
 }
+
+
+def reads_secret(function: str) -> bool:
+    """Whether the function is given the JWT secret's ARN (it may read the secret)."""
+    return any(isinstance(access, SecretAccess) for access in FUNCTION_ACCESS.get(function, ()))
