@@ -100,3 +100,25 @@ FUNCTION_ACCESS: dict[str, tuple[Access, ...]] = {
 def reads_secret(function: str) -> bool:
     """Whether the function is given the JWT secret's ARN (it may read the secret)."""
     return any(isinstance(access, SecretAccess) for access in FUNCTION_ACCESS.get(function, ()))
+
+
+Grant = tuple[str, str]  # (IAM action, resource name: "table:users", "table:users/index/*", "bucket:uploads/*", ...)
+
+
+def declared_grants(function: str) -> set[Grant]:
+    """The table's entries of `function` as (action, resource name) pairs, as the tests compare them."""
+    grants: set[Grant] = set()
+    for access in FUNCTION_ACCESS[function]:
+        if isinstance(access, SecretAccess):
+            grants |= {(f"secretsmanager:{a}", "secret:jwt") for a in access.actions}
+        elif isinstance(access, TableAccess):
+            table = f"table:{access.table.logical_id}"
+            grants |= {(f"dynamodb:{a}", table) for a in access.actions}
+            grants |= {(f"dynamodb:{a}", f"{table}/index/*") for a in access.index_actions}
+        elif isinstance(access, BucketAccess):
+            bucket = f"bucket:{access.bucket.logical_id}"
+            grants |= {(f"s3:{a}", f"{bucket}/*") for a in access.object_actions}
+            grants |= {(f"s3:{a}", bucket) for a in access.bucket_actions}
+        else:
+            grants |= {(f"sqs:{a}", f"queue:{access.queues}") for a in access.actions}
+    return grants

@@ -9,15 +9,13 @@ from typing import Any
 import pytest
 
 from infra import permissions
-from infra.permissions import BucketAccess, QueueAccess, SecretAccess, TableAccess
+from infra.permissions import Grant
 from shared import resources as res
 from tests.infra.conftest import Synthesized
 
 DATA_SERVICES = ("dynamodb:", "s3:", "sqs:", "secretsmanager:")
 # What every function may do besides its data calls: write its own log group, send X-Ray traces.
 RUNTIME_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-
-Grant = tuple[str, str]  # (action, resource name such as "table:users/index/*")
 
 
 def _resource_names(synthesized: Synthesized) -> dict[str, str]:
@@ -59,24 +57,6 @@ def _granted(synthesized: Synthesized, function: str) -> set[Grant]:
     return grants
 
 
-def _declared(function: str) -> set[Grant]:
-    grants: set[Grant] = set()
-    for access in permissions.FUNCTION_ACCESS[function]:
-        if isinstance(access, SecretAccess):
-            grants |= {(f"secretsmanager:{a}", "secret:jwt") for a in access.actions}
-        elif isinstance(access, TableAccess):
-            table = f"table:{access.table.logical_id}"
-            grants |= {(f"dynamodb:{a}", table) for a in access.actions}
-            grants |= {(f"dynamodb:{a}", f"{table}/index/*") for a in access.index_actions}
-        elif isinstance(access, BucketAccess):
-            bucket = f"bucket:{access.bucket.logical_id}"
-            grants |= {(f"s3:{a}", f"{bucket}/*") for a in access.object_actions}
-            grants |= {(f"s3:{a}", bucket) for a in access.bucket_actions}
-        elif isinstance(access, QueueAccess):
-            grants |= {(f"sqs:{a}", f"queue:{access.queues}") for a in access.actions}
-    return grants
-
-
 def test_every_function_has_an_entry(synthesized: Synthesized) -> None:
     assert set(permissions.FUNCTION_ACCESS) == set(synthesized.stack.functions.functions)
 
@@ -85,7 +65,7 @@ def test_every_function_has_an_entry(synthesized: Synthesized) -> None:
 def test_the_role_grants_exactly_the_declared_calls(synthesized: Synthesized, function: str) -> None:
     granted = _granted(synthesized, function)
     data = {grant for grant in granted if grant[0].startswith(DATA_SERVICES)}
-    assert data == _declared(function)
+    assert data == permissions.declared_grants(function)
     assert {action for action, _ in granted - data} <= RUNTIME_ACTIONS
 
 
