@@ -1,9 +1,11 @@
 """Least privilege, declared: the AWS calls each Lambda function's code makes on our tables, buckets, queues and
 secret, and nothing more.
 
-`infra.functions` grants exactly these; `tests/infra/test_permissions.py` compares every role's synthesized
-policy with this table, so a grant wider than the table fails, and so does a call added to the code without its
-entry (its test then gets AccessDenied in AWS only: add the entry with the call). Notes on the less obvious:
+`infra.functions` grants exactly these. Two tests hold the table to both sides: `tests/infra/test_permissions.py`
+compares every role's synthesized policy with it (a grant wider than the table fails), and
+`tests/integration/test_permission_calls.py` records the calls each function's code makes on the moto stack and
+finds each in it (a call added without its entry fails there, not as AccessDenied in AWS). Helpers adding a
+function or a call add its entry here. Notes on the less obvious:
 - pynamodb's `TransactWrite` needs the item actions it contains (there is no TransactWriteItems IAM action);
 - S3 HeadObject is `s3:GetObject`; `s3:ListBucket` on a bucket makes a missing key answer 404 (not 403),
   which the code relies on to tell "no such upload" (422) from a failure (503), and lists a prefix to delete it;
