@@ -121,27 +121,33 @@ def login(request: Login, source_ip: str, deps: AuthDeps) -> TokenPair:
     _count_attempt(
         deps, address_key, settings.login_failures_per_address, _ADDRESS_WINDOW, "too many failed logins from here"
     )
-    _count_attempt(
-        deps,
-        email_key,
-        settings.login_failures_per_email,
-        timedelta(seconds=settings.login_failure_window_s),
-        "too many failed logins for this email",
-    )
-    user = deps.users.by_email(email)
-    if user is None:
-        passwords.burn_verification_time(request.password)
-        raise Unauthorized(_INVALID_LOGIN)
-    if not passwords.verify_password(user.password_hash, request.password):
-        raise Unauthorized(_INVALID_LOGIN)
+    window = timedelta(seconds=settings.login_failure_window_s)
+    _count_attempt(deps, email_key, settings.login_failures_per_email, window, "too many failed logins for this email")
+    user = _verified_user(email, request.password, deps)
+    # Not a failure after all: the email's count starts again, and the address gets its attempt back.
     deps.throttles.clear(email_key)
     deps.throttles.give_back(address_key, deps.clock())
+    return _start_session(user.user_id, deps)
+
+
+def _verified_user(email: str, password: str, deps: AuthDeps) -> StoredUser:
+    """The user whose password this is; an unknown email costs the same time as a wrong password."""
+    user = deps.users.by_email(email)
+    if user is None:
+        passwords.burn_verification_time(password)
+        raise Unauthorized(_INVALID_LOGIN)
+    if not passwords.verify_password(user.password_hash, password):
+        raise Unauthorized(_INVALID_LOGIN)
+    return user
+
+
+def _start_session(user_id: str, deps: AuthDeps) -> TokenPair:
     now = deps.clock()
     session = Session(
         family_id=str(uuid.uuid4()),
-        user_id=user.user_id,
+        user_id=user_id,
         created_at=_iso(now),
-        ends_at=now + timedelta(seconds=settings.session_lifetime_s),
+        ends_at=now + timedelta(seconds=deps.settings.session_lifetime_s),
     )
     deps.sessions.start(session)
     return _issue_pair(session, now, deps)
