@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
-from functions.auth import logic
+from functions.auth import logic, passwords
 from functions.auth.schemas import Login, Register, TokenPair
 from functions.auth.store import Session
 from functions.http import make_resolver, source_ip
@@ -17,6 +17,14 @@ from tests.unit.auth_fakes import FakeAuth, fake_auth
 PASSWORD = "correct horse battery"
 WRONG = "not the password"
 ADDRESS = "203.0.113.7"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id costs ~50 ms a hash by design; the domain's logic does not depend on it (HTTP tests use it)."""
+    monkeypatch.setattr(passwords, "hash_password", lambda password: "h:" + password)
+    monkeypatch.setattr(passwords, "verify_password", lambda stored, password: stored == "h:" + password)
+    monkeypatch.setattr(passwords, "burn_verification_time", lambda password: None)
 
 
 @pytest.fixture
