@@ -9,7 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from botocore.client import BaseClient
 
+from functions.auth import logic
+from functions.auth.logic import AuthDeps
+from functions.auth.schemas import Login, Register
 from functions.auth.store import (
     DynamoSessionStore,
     DynamoThrottleStore,
@@ -20,6 +24,7 @@ from functions.auth.store import (
     StoreUnavailable,
 )
 from local.gateway import LocalGateway
+from shared.errors import Unauthorized
 from shared.models import ThrottleRecord, bind_models
 from shared.settings import Settings, get_settings
 
@@ -119,3 +124,25 @@ def test_a_dynamodb_failure_answers_503_with_the_error_body(
         assert response.json() == {"code": "SERVICE_UNAVAILABLE", "message": "database error on throttles"}
     finally:
         get_settings.cache_clear()
+
+
+def test_logout_of_a_long_family_is_one_read_one_write(stack_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    deps = AuthDeps(stack_env, DynamoUserStore(), DynamoSessionStore(), DynamoThrottleStore())
+    email = f"{uuid.uuid4().hex}@example.com"
+    logic.register(Register(email=email, password="correct horse battery"), "203.0.113.1", deps)
+    pair = logic.login(Login(email=email, password="correct horse battery"), "203.0.113.1", deps)
+    first = pair.refresh_token
+    for _ in range(50):
+        pair = logic.refresh(pair.refresh_token, deps)
+    operations: list[str] = []
+    original = BaseClient._make_api_call
+
+    def record(self: BaseClient, operation: str, params: dict[str, object]) -> object:
+        operations.append(operation)
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
+    logic.logout(first, deps)
+    assert operations == ["GetItem", "UpdateItem"]  # the token, then the family: whatever the family's size
+    with pytest.raises(Unauthorized):
+        logic.refresh(pair.refresh_token, deps)
