@@ -23,11 +23,13 @@ from functions.request_body import body_problem
 from shared.errors import StagehubError, Unauthorized
 
 
-def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> Response[Any]:
+def error_response(
+    status: int, code: str, message: str, details: list[Any] | None = None, headers: dict[str, str] | None = None
+) -> Response[Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -45,7 +47,7 @@ def make_resolver() -> APIGatewayRestResolver:
     def _domain_error(exc: StagehubError) -> Response[Any]:
         if exc.status >= 500:
             logger.exception("dependency failure")
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(exc: RequestValidationError) -> Response[Any]:
@@ -84,6 +86,12 @@ def _body_is_utf8(app: APIGatewayRestResolver) -> bool:
     except (binascii.Error, UnicodeDecodeError):
         return False
     return True
+
+
+def source_ip(app: APIGatewayRestResolver | APIGatewayRouter) -> str:
+    """The client's address as API Gateway saw it (`requestContext.identity.sourceIp`; always there in AWS)."""
+    identity = (app.current_event.raw_event.get("requestContext") or {}).get("identity") or {}
+    return str(identity.get("sourceIp") or "unknown")
 
 
 def caller_id(app: APIGatewayRestResolver | APIGatewayRouter) -> str:

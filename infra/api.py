@@ -14,8 +14,26 @@ from functions import routes
 from infra import nag
 from infra.config import StagehubConfig
 from infra.functions import AUTHORIZER, Functions, retention_days
+from infra.waf import ApiFirewall
 
 AUTHORIZER_CACHE_S = 60  # short: a revoked token stops working within a minute
+
+# Per-method throttles (requests/s, burst) over the stage's default (apiRateLimit/apiBurstLimit), sized for real
+# traffic: status polls dominate (a client polls its execution every 1-2 s: 1,000 watching clients ~ 500/s);
+# submissions and uploads are a few per user per minute; logins and registrations are rare per person, and
+# tight here so a flood of password hashing (argon2id, ~50 ms of CPU each) cannot scale Lambda without bound.
+# These are totals over all clients: per-address limits are WAF's (infra.waf) and the auth function's.
+# cdk.json's `apiMethodThrottles` ({"POST /auth/login": {"rate": 50, "burst": 100}}) overrides or adds entries.
+METHOD_THROTTLES: dict[str, tuple[int, int]] = {
+    "POST /auth/register": (10, 20),
+    "POST /auth/login": (50, 100),
+    "POST /auth/refresh": (100, 200),
+    "POST /auth/logout": (50, 100),
+    "POST /uploads": (50, 100),
+    "POST /pipelines": (50, 100),
+    "POST /pipelines/{pipelineId}/executions": (100, 200),
+    "GET /executions/{executionId}": (1000, 2000),
+}
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key")
 
 
@@ -90,6 +108,7 @@ class Api(Construct):
                 tracing_enabled=True,
                 throttling_rate_limit=config.api_rate_limit,
                 throttling_burst_limit=config.api_burst_limit,
+                method_options=method_throttles(config),
             ),
             default_cors_preflight_options=apigw.CorsOptions(
                 allow_origins=cors_origins,
@@ -109,6 +128,7 @@ class Api(Construct):
         )
         self._add_routes(functions)
         self._add_gateway_responses(cors_origins)
+        self.firewall = ApiFirewall(self, "Firewall", config=config, rest_api=self.rest_api) if config.web_acl else None
         self._acknowledge()
 
     def _add_routes(self, functions: Functions) -> None:
@@ -137,7 +157,7 @@ class Api(Construct):
                 type=response_type,
                 status_code=status,
                 templates={"application/json": error_template(code)},
-                response_headers={"Access-Control-Allow-Origin": origin},
+                response_headers={"Access-Control-Allow-Origin": origin} | _retry_after(status),
             )
 
     def _acknowledge(self) -> None:
@@ -147,13 +167,13 @@ class Api(Construct):
             "COG4",
             "authorized routes use the stagehub TOKEN authorizer (our own JWTs, API.md), not Cognito user pools",
         )
-        nag.acknowledge(
-            self.rest_api,
-            "APIG3",
-            "no WAF web ACL: every route but /health, the docs and /auth/register|login|refresh|logout needs a token; "
-            "the stage's throttling (apiRateLimit, apiBurstLimit) bounds all of them, and a web ACL's fixed "
-            "monthly cost does not fit a deployment that idles at almost nothing; add one for public launches",
-        )
+        if self.firewall is None:
+            nag.acknowledge(
+                self.rest_api,
+                "APIG3",
+                "webAcl is off in this deployment's context (a private dev stage): the stage still throttles per "
+                "method and the auth function limits logins and registrations per address",
+            )
         nag.acknowledge(
             self.rest_api,
             "IAM4",
@@ -161,6 +181,28 @@ class Api(Construct):
             "the documented way to let the service write execution logs",
             "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
         )
+
+
+def _retry_after(status: str | None) -> dict[str, str]:
+    """API.md: a 429 carries `Retry-After`; API Gateway's token buckets refill within a second."""
+    return {"Retry-After": "'1'"} if status == "429" else {}
+
+
+def method_throttles(config: StagehubConfig) -> dict[str, apigw.MethodDeploymentOptions]:
+    """Stage method settings ("/path/METHOD") for METHOD_THROTTLES with the context's overrides."""
+    limits = dict(METHOD_THROTTLES)
+    for key, value in config.method_throttles.items():
+        limits[key] = (int(value["rate"]), int(value["burst"]))
+    known = {f"{route.method} {route.path}" for route in routes.ROUTES}
+    unknown = sorted(set(limits) - known)
+    if unknown:
+        raise ValueError(f"apiMethodThrottles name routes that do not exist: {unknown}")
+    return {
+        f"{key.split(' ', 1)[1]}/{key.split(' ', 1)[0]}": apigw.MethodDeploymentOptions(
+            throttling_rate_limit=rate, throttling_burst_limit=burst
+        )
+        for key, (rate, burst) in sorted(limits.items())
+    }
 
 
 def _response_id(response_type: apigw.ResponseType) -> str:

@@ -56,13 +56,23 @@ class StagehubConfig:
     default_models: dict[str, str] = field(default_factory=dict)
     # Queues, API, data, monitoring
     max_receive_count: int | None = None  # None: each queue's own value from shared.resources
-    api_rate_limit: int = 50
-    api_burst_limit: int = 100
+    api_rate_limit: int = 200  # requests/s for every method without its own (infra.api.METHOD_THROTTLES)
+    api_burst_limit: int = 400
     cors_allow_origins: tuple[str, ...] = ("*",)
     retain_data: bool = True
     alarm_email: str | None = None
     oldest_message_alarm_s: int = 900
     log_retention_days: int = 30
+    # Throttling (API.md "Login throttling"; docs/ops.md): the auth function's limits, and WAF's per address.
+    login_failures_per_email: int = 5
+    login_failure_window_s: int = 900
+    login_failures_per_address: int = 30
+    registrations_per_address: int = 10
+    web_acl: bool = True
+    waf_rate_limit: int = 3000  # requests per client address per 5 minutes, whole API
+    waf_auth_rate_limit: int = 300  # requests per client address per 5 minutes on /auth/*
+    # "METHOD /path" -> {"rate": requests/s, "burst": requests}, over the defaults of infra.api.METHOD_THROTTLES
+    method_throttles: dict[str, dict[str, int]] = field(default_factory=dict)
     # Build
     skip_layer_build: bool = False  # tests: an empty dependency layer instead of running pip
 
@@ -96,6 +106,12 @@ class StagehubConfig:
             found.append(f"gpuAmiIds holds values that are not AMI ids: {bad_amis}")
         if self.max_receive_count is not None and not 1 <= self.max_receive_count <= 1000:
             found.append("maxReceiveCount must be within 1..1000")
+        if min(self.login_failures_per_email, self.login_failures_per_address, self.registrations_per_address) < 1:
+            found.append("loginFailuresPerEmail, loginFailuresPerAddress and registrationsPerAddress must be >= 1")
+        if not 60 <= self.login_failure_window_s <= 86400:
+            found.append("loginFailureWindowSeconds must be within 60..86400")
+        if min(self.waf_auth_rate_limit, self.waf_rate_limit) < 10:
+            found.append("wafRateLimit and wafAuthRateLimit must be at least 10 (WAF's minimum)")
         unknown = set(self.default_models.values()) - set(self.models)
         if unknown:
             found.append(f"defaultModels name models that are not in models: {sorted(unknown)}")
@@ -162,13 +178,21 @@ class StagehubConfig:
             models={name: ModelSource(**spec) for name, spec in models.items()},
             default_models=dict(_json_value(get("defaultModels", {}))),
             max_receive_count=_optional_int(get("maxReceiveCount")),
-            api_rate_limit=int(get("apiRateLimit", 50)),
-            api_burst_limit=int(get("apiBurstLimit", 100)),
+            api_rate_limit=int(get("apiRateLimit", 200)),
+            api_burst_limit=int(get("apiBurstLimit", 400)),
             cors_allow_origins=tuple(_json_value(get("corsAllowOrigins", ["*"]))),
             retain_data=_retain(get("removalPolicy"), str(get("stage", res.DEFAULT_STAGE))),
             alarm_email=_optional_str(get("alarmEmail")),
             oldest_message_alarm_s=int(get("oldestMessageAlarmSeconds", 900)),
             log_retention_days=int(get("logRetentionDays", 30)),
+            login_failures_per_email=int(get("loginFailuresPerEmail", 5)),
+            login_failure_window_s=int(get("loginFailureWindowSeconds", 900)),
+            login_failures_per_address=int(get("loginFailuresPerAddress", 30)),
+            registrations_per_address=int(get("registrationsPerAddress", 10)),
+            web_acl=_bool(get("webAcl", True)),
+            waf_rate_limit=int(get("wafRateLimit", 3000)),
+            waf_auth_rate_limit=int(get("wafAuthRateLimit", 300)),
+            method_throttles=dict(_json_value(get("apiMethodThrottles", {}))),
             skip_layer_build=_bool(get("skipLayerBuild", False)),
         )
 

@@ -19,7 +19,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from functions import routes
-from infra import nag
+from infra import nag, permissions
 from infra.config import StagehubConfig
 from infra.data import Data
 from infra.packaging import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, dependency_layer_code, function_code
@@ -55,10 +55,12 @@ class FunctionSpec:
 
 def function_specs() -> list[FunctionSpec]:
     specs = [
-        FunctionSpec(name, module, API_TIMEOUT_S, reads_secret=(name == "auth"))
+        FunctionSpec(name, module, API_TIMEOUT_S, reads_secret=permissions.reads_secret(name))
         for name, module in routes.API_FUNCTIONS.items()
     ]
-    specs.append(FunctionSpec(AUTHORIZER, routes.AUTHORIZER_MODULE, 10, reads_secret=True))
+    specs.append(
+        FunctionSpec(AUTHORIZER, routes.AUTHORIZER_MODULE, 10, reads_secret=permissions.reads_secret(AUTHORIZER))
+    )
     specs.append(FunctionSpec(RESULTS_CONSUMER, routes.RESULTS_CONSUMER_MODULE, CONSUMER_TIMEOUT_S))
     specs.append(FunctionSpec(DLQ_HANDLER, routes.DLQ_HANDLER_MODULE, CONSUMER_TIMEOUT_S))
     specs.append(FunctionSpec(WEBHOOK_SENDER, routes.WEBHOOK_SENDER_MODULE, WEBHOOK_SENDER_TIMEOUT_S))
@@ -101,7 +103,6 @@ class Functions(Construct):
             self.functions[spec.name] = self._function(spec, code, environment)
         self._grant(data, queues)
         self._consume(queues)
-        self._grant_webhooks(data, queues)
         self._consume_webhooks(queues)
 
     def __getitem__(self, name: str) -> lambda_.Function:
@@ -130,6 +131,13 @@ class Functions(Construct):
                 {backend: pair.dlq.queue_url for backend, pair in queues.in_queues.items()}
             ),
             res.OUT_QUEUE.env_var: queues.out.queue.queue_url,
+        }
+        # Login and registration throttling (API.md "Login throttling"), read by the auth function's settings.
+        env |= {
+            "LOGIN_FAILURES_PER_EMAIL": str(self._config.login_failures_per_email),
+            "LOGIN_FAILURE_WINDOW_S": str(self._config.login_failure_window_s),
+            "LOGIN_FAILURES_PER_ADDRESS": str(self._config.login_failures_per_address),
+            "REGISTRATIONS_PER_ADDRESS": str(self._config.registrations_per_address),
         }
         if res.OUT_QUEUE.dlq_env_var:
             env[res.OUT_QUEUE.dlq_env_var] = queues.out.dlq.queue_url
@@ -175,73 +183,15 @@ class Functions(Construct):
             environment=env,
             description=f"stagehub {self._config.stage}: {spec.module}",
         )
-        if spec.reads_secret:
-            self.jwt_secret.grant_read(role)
         nag.acknowledge_tracing(role)
         return function
 
     def _grant(self, data: Data, queues: Queues) -> None:
-        """Least privilege, function by function."""
-        table, bucket = data.table, data.bucket
-        auth = self._role("auth")
-        table(res.USERS).grant_read_write_data(auth)
-        table(res.REFRESH_TOKENS).grant_read_write_data(auth)
-        self._acknowledge_table_grants(auth, data, (res.USERS, res.REFRESH_TOKENS))
-
-        pipelines = self._role("pipelines")
-        for spec in (res.PIPELINES, res.RATINGS):
-            table(spec).grant_read_write_data(pipelines)
-        table(res.USERS).grant_read_data(pipelines)
-        bucket(res.PIPELINES_BUCKET).grant_read_write(pipelines)
-        bucket(res.UPLOADS_BUCKET).grant_read(pipelines)
-        self._acknowledge_table_grants(pipelines, data, (res.PIPELINES, res.RATINGS, res.USERS))
-        self._acknowledge_bucket_grants(
-            pipelines, data, (res.PIPELINES_BUCKET, res.UPLOADS_BUCKET), nag.S3_READ_ACTIONS + nag.S3_WRITE_ACTIONS
-        )
-
-        uploads = self._role("uploads")
-        bucket(res.UPLOADS_BUCKET).grant_put(uploads)
-        self._acknowledge_bucket_grants(uploads, data, (res.UPLOADS_BUCKET,), nag.S3_PUT_ACTIONS)
-
-        executions = self._role("executions")
-        for spec in (res.EXECUTIONS, res.IDEMPOTENCY):
-            table(spec).grant_read_write_data(executions)
-        table(res.PIPELINES).grant_read_data(executions)
-        bucket(res.PIPELINES_BUCKET).grant_read(executions)
-        bucket(res.UPLOADS_BUCKET).grant_read(executions)
-        bucket(res.RESULTS_BUCKET).grant_read_write(executions)
-        bucket(res.RESULTS_BUCKET).grant_delete(executions)
-        for pair in queues.in_queues.values():
-            pair.queue.grant_send_messages(executions)
-        self._acknowledge_table_grants(executions, data, (res.EXECUTIONS, res.IDEMPOTENCY, res.PIPELINES))
-        self._acknowledge_bucket_grants(
-            executions,
-            data,
-            (res.PIPELINES_BUCKET, res.UPLOADS_BUCKET, res.RESULTS_BUCKET),
-            nag.S3_READ_ACTIONS + nag.S3_WRITE_ACTIONS,
-        )
-
-        for consumer in (RESULTS_CONSUMER, DLQ_HANDLER):
-            role = self._role(consumer)
-            table(res.EXECUTIONS).grant_read_write_data(role)
-            self._acknowledge_table_grants(role, data, (res.EXECUTIONS,))
-
-    def _grant_webhooks(self, data: Data, queues: Queues) -> None:
-        """Webhooks: the secret and log API, the sender, and the publishers on the out-queue path."""
-        webhooks_table = data.table(res.WEBHOOKS)
-        api = self._role("webhooks")
-        webhooks_table.grant(api, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query")
-        data.table(res.EXECUTIONS).grant(api, "dynamodb:GetItem")
-        self._acknowledge_table_grants(api, data, (res.EXECUTIONS,))
-        sender = self._role(WEBHOOK_SENDER)
-        webhooks_table.grant(sender, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
-        queues.webhooks.queue.grant_send_messages(sender)  # retries
-        queues.webhooks.dlq.grant_send_messages(sender)  # retries exhausted
-        # The out-queue path publishes events; only progress events write (the 5 s throttle).
-        for publisher in (RESULTS_CONSUMER, DLQ_HANDLER, "executions"):
-            queues.webhooks.queue.grant_send_messages(self._role(publisher))
-        for publisher in (RESULTS_CONSUMER, DLQ_HANDLER):
-            webhooks_table.grant(self._role(publisher), "dynamodb:UpdateItem")
+        """Least privilege, function by function: exactly the calls `infra.permissions` declares."""
+        for name, accesses in permissions.FUNCTION_ACCESS.items():
+            role = self._role(name)
+            for access in accesses:
+                self._grant_one(role, access, data, queues)
 
     def _consume_webhooks(self, queues: Queues) -> None:
         self[WEBHOOK_SENDER].add_event_source(
@@ -250,25 +200,34 @@ class Functions(Construct):
             )
         )
 
-    def _acknowledge_table_grants(self, role: iam.IRole, data: Data, specs: tuple[res.TableSpec, ...]) -> None:
-        for spec in specs:
-            if spec.indexes:
-                nag.acknowledge_indexes(role, data.table(spec))
-
-    def _acknowledge_bucket_grants(
-        self, role: iam.IRole, data: Data, specs: tuple[res.BucketSpec, ...], actions: list[str]
-    ) -> None:
-        """The object ARNs of the granted buckets, and the wildcard action groups those grants wrote."""
-        for spec in specs:
+    def _grant_one(self, role: iam.IRole, access: permissions.Access, data: Data, queues: Queues) -> None:
+        if isinstance(access, permissions.SecretAccess):
+            self._allow(role, "secretsmanager", access.actions, [self.jwt_secret.secret_arn])
+        elif isinstance(access, permissions.TableAccess):
+            table = data.table(access.table)
+            self._allow(role, "dynamodb", access.actions, [table.table_arn])
+            if access.index_actions:
+                self._allow(role, "dynamodb", access.index_actions, [f"{table.table_arn}/index/*"])
+                nag.acknowledge_indexes(role, table)
+        elif isinstance(access, permissions.BucketAccess):
+            bucket = data.bucket(access.bucket)
+            self._allow(role, "s3", access.object_actions, [bucket.arn_for_objects("*")])
+            self._allow(role, "s3", access.bucket_actions, [bucket.bucket_arn])
             nag.acknowledge_objects(
                 role,
-                data.bucket(spec),
-                f"objects of the {spec.logical_id} bucket only; keys (per user, pipeline or execution) are "
-                "chosen at run time",
+                bucket,
+                f"objects of the {access.bucket.logical_id} bucket only; keys (per user, pipeline or execution) "
+                "are chosen at run time",
             )
-        nag.acknowledge_actions(
-            role, actions, "the action group of a CDK S3 grant (read, write, put or delete), on named buckets only"
-        )
+        else:
+            self._allow(role, "sqs", access.actions, _queue_arns(queues, access.queues))
+
+    @staticmethod
+    def _allow(role: iam.IRole, service: str, actions: tuple[str, ...], resources: list[str]) -> None:
+        if actions:
+            role.add_to_principal_policy(
+                iam.PolicyStatement(actions=[f"{service}:{action}" for action in actions], resources=resources)
+            )
 
     def _consume(self, queues: Queues) -> None:
         """The results consumer reads the out-queue; the DLQ handler every in-queue's dead letters."""
@@ -283,6 +242,18 @@ class Functions(Construct):
             self[DLQ_HANDLER].add_event_source(
                 sources.SqsEventSource(pair.dlq, batch_size=CONSUMER_BATCH_SIZE, report_batch_item_failures=True)
             )
+
+
+def _queue_arns(queues: Queues, which: permissions.Queues) -> list[str]:
+    if which is permissions.Queues.OUT:
+        return [queues.out.queue.queue_arn]
+    if which is permissions.Queues.IN_DLQ:
+        return [pair.dlq.queue_arn for pair in queues.in_queues.values()]
+    if which is permissions.Queues.WEBHOOKS:
+        return [queues.webhooks.queue.queue_arn]
+    if which is permissions.Queues.WEBHOOKS_DLQ:
+        return [queues.webhooks.dlq.queue_arn]
+    return [pair.queue.queue_arn for pair in queues.in_queues.values()]
 
 
 _RETENTION_NAMES = {

@@ -63,10 +63,10 @@ def acknowledge_objects(scope: IConstruct, bucket: s3.IBucket, reason: str) -> N
 
 
 # The wildcard actions that CDK's S3 grants write (AwsSolutions-IAM5 names each one): grant_read gives the first
-# group; grant_read_write and grant_delete add the second; grant_put writes named PutObject* actions plus Abort*.
+# group; grant_read_write and grant_delete add the second. (The Lambda roles name single actions instead:
+# infra.permissions.)
 S3_READ_ACTIONS = ["s3:GetObject*", "s3:GetBucket*", "s3:List*"]
 S3_WRITE_ACTIONS = ["s3:DeleteObject*", "s3:Abort*"]
-S3_PUT_ACTIONS = ["s3:Abort*"]
 
 
 def acknowledge_actions(scope: IConstruct, actions: list[str], reason: str) -> None:

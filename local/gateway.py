@@ -109,7 +109,9 @@ class _Dispatcher:
             return None
         return {"principalId": policy.get("principalId"), **(policy.get("context") or {})}
 
-    def dispatch(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    def dispatch(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str = "127.0.0.1"
+    ) -> dict[str, Any]:
         parts = urlsplit(raw_path)
         path = parts.path.rstrip("/") or "/"
         route, path_parameters = self._routes.match(method, path)
@@ -125,6 +127,7 @@ class _Dispatcher:
             if authorizer is None:
                 return _error(401, "UNAUTHORIZED", "missing or invalid access token")
         event = _proxy_event(route, path, parts.query, path_parameters, headers, body, request_id, authorizer)
+        event["requestContext"]["identity"]["sourceIp"] = source_ip  # the connection's peer, as API Gateway sees
         try:
             handler = self._handler(API_FUNCTIONS[route.function])
         except ImportError:
@@ -200,7 +203,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         headers = {k: v for k, v in self.headers.items()}
-        self._send(self.dispatcher.dispatch(self.command, self.path, headers, body))
+        self._send(self.dispatcher.dispatch(self.command, self.path, headers, body, self.client_address[0]))
 
     def _send(self, response: dict[str, Any]) -> None:
         body = response.get("body") or ""

@@ -20,6 +20,11 @@ class StagehubError(Exception):
         self.message = message
         self.details = details
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the body (e.g. `Retry-After`)."""
+        return {}
+
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:
@@ -60,7 +65,17 @@ class ValidationFailed(StagehubError):
 
 
 class Throttled(StagehubError):
+    """Too many requests: the answer says, in `Retry-After`, how many seconds to wait."""
+
     status, code = 429, "THROTTLED"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class ServiceUnavailable(StagehubError):

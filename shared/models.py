@@ -61,7 +61,8 @@ class UserRecord(_Record):
 
 
 class RefreshTokenRecord(_Record):
-    """A refresh token, stored as the SHA-256 of the opaque string; tokens of one login share a family."""
+    """A refresh token, stored as the SHA-256 of the opaque string; tokens of one login share a family
+    (`SessionRecord`), whose record alone says whether they are revoked."""
 
     class Meta(_Record.Meta):
         spec = res.REFRESH_TOKENS
@@ -70,11 +71,33 @@ class RefreshTokenRecord(_Record):
     family_id = UnicodeAttribute(attr_name="familyId")
     user_id = UnicodeAttribute(attr_name="userId")
     used = BooleanAttribute(default=False)
+    created_at = UnicodeAttribute(attr_name="createdAt")
+    expires_at = TTLAttribute(attr_name="expiresAt")
+
+
+class SessionRecord(_Record):
+    """A refresh-token family: one per login. Logout and reuse detection revoke it with one write; it ends at
+    `expires_at` (its login plus the session lifetime) whatever the rotations."""
+
+    class Meta(_Record.Meta):
+        spec = res.SESSIONS
+
+    family_id = UnicodeAttribute(hash_key=True, attr_name="familyId")
+    user_id = UnicodeAttribute(attr_name="userId")
     revoked = BooleanAttribute(default=False)
     created_at = UnicodeAttribute(attr_name="createdAt")
     expires_at = TTLAttribute(attr_name="expiresAt")
 
-    by_family = _gsi(_index(res.REFRESH_TOKENS, "familyId-index"), "family_id")()
+
+class ThrottleRecord(_Record):
+    """A counter of attempts within a window that ends at `expires_at` (checked on every use: TTL is lazy)."""
+
+    class Meta(_Record.Meta):
+        spec = res.THROTTLES
+
+    throttle_key = UnicodeAttribute(hash_key=True, attr_name="throttleKey")
+    attempts = NumberAttribute(default=0)
+    expires_at = TTLAttribute(attr_name="expiresAt")
 
 
 class PipelineRecord(_Record):
@@ -177,6 +200,7 @@ RECORDS: tuple[type[_Record], ...] = (
     IdempotencyRecord,
     RatingTotalsRecord,
 )
+RECORDS += (SessionRecord, ThrottleRecord)
 
 
 def bind_models(settings: Settings) -> None:

@@ -84,7 +84,6 @@ REFRESH_TOKENS = TableSpec(
     logical_id="refresh-tokens",
     env_var="REFRESH_TOKENS_TABLE",
     hash_key=KeySpec("tokenHash"),
-    indexes=(IndexSpec("familyId-index", KeySpec("familyId")),),
     ttl_attribute="expiresAt",
 )
 PIPELINES = TableSpec(
@@ -125,7 +124,22 @@ IDEMPOTENCY = TableSpec(
     hash_key=KeySpec("idempotencyKey"),  # "<userId>#<Idempotency-Key header>"
     ttl_attribute="expiresAt",
 )
+# Auth: one record per login (a refresh-token family), so logout is one write whatever the family's size.
+SESSIONS = TableSpec(
+    logical_id="sessions",
+    env_var="SESSIONS_TABLE",
+    hash_key=KeySpec("familyId"),
+    ttl_attribute="expiresAt",
+)
+# Auth: TTL'd counters of login failures (per email, per client address) and registrations (per address).
+THROTTLES = TableSpec(
+    logical_id="throttles",
+    env_var="THROTTLES_TABLE",
+    hash_key=KeySpec("throttleKey"),
+    ttl_attribute="expiresAt",
+)
 TABLES: tuple[TableSpec, ...] = (USERS, REFRESH_TOKENS, PIPELINES, RATINGS, EXECUTIONS, IDEMPOTENCY)
+TABLES += (SESSIONS, THROTTLES)
 
 PIPELINES_BUCKET = BucketSpec("pipelines", "PIPELINES_BUCKET", versioned=True)
 UPLOADS_BUCKET = BucketSpec("uploads", "UPLOADS_BUCKET", expire_days=30, cors_put=True)

@@ -41,6 +41,9 @@ class Settings(BaseModel):
     ratings_table: str
     executions_table: str
     idempotency_table: str
+    # Auth's tables; `from_env` fills them from the stage's names like every table (the defaults are dev's).
+    sessions_table: str = res.SESSIONS.physical_name(res.DEFAULT_STAGE)
+    throttles_table: str = res.THROTTLES.physical_name(res.DEFAULT_STAGE)
 
     pipelines_bucket: str
     uploads_bucket: str
@@ -59,6 +62,12 @@ class Settings(BaseModel):
     jwt_audience: str = "stagehub-api"
     access_token_ttl_s: int = Field(default=900, ge=60, le=86400)
     refresh_token_ttl_s: int = Field(default=30 * 86400, ge=3600)
+    # Login and registration throttling (API.md "Login throttling"; cdk.json context, see docs/ops.md).
+    session_lifetime_s: int = Field(default=30 * 86400, ge=3600)  # a token family ends this long after its login
+    login_failures_per_email: int = Field(default=5, ge=1)  # failed logins of one email within the window
+    login_failure_window_s: int = Field(default=900, ge=60)
+    login_failures_per_address: int = Field(default=30, ge=1)  # failed logins from one client address a minute
+    registrations_per_address: int = Field(default=10, ge=1)  # registrations from one client address a minute
 
     # Limits and lifetimes.
     presign_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)

@@ -1,131 +1,194 @@
-"""Auth domain: users, passwords, and refresh-token families with rotation and reuse detection.
+"""Auth domain: users, passwords, login throttling, and refresh-token families with rotation and reuse detection.
 
-A login starts a token family. Each refresh uses its token once (a conditional write, so two concurrent
-refreshes cannot both win) and issues the next token of the family; presenting a used token again means it
-leaked, so the whole family is revoked.
+A login starts a family (one session record). Each refresh uses its token once (a conditional write, so two
+concurrent refreshes cannot both win) and issues the next token of the family; presenting a used token again
+means it leaked, so the family is revoked. Revoking is one write on the family record, which every refresh reads
+(strongly consistent) before it uses its token: a logout that has answered wins over any refresh, even one that
+raced it, since the token such a refresh issued is checked against the family when it is used. A family ends
+`session_lifetime_s` after its login whatever the rotations.
+
+Throttling (API.md "Login throttling") counts an attempt before the password is checked and gives it back when
+the login succeeds, so concurrent guesses cannot overrun a limit: per email (hashed, whether or not the account
+exists, so a 429 reveals nothing), per client address for failed logins, and per client address for
+registrations. The counters live in DynamoDB, so they hold across Lambda instances.
 """
 
 from __future__ import annotations
 
-import time
+import hashlib
+import math
 import uuid
-from datetime import timedelta
-
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from functions.auth import passwords, tokens
 from functions.auth.schemas import Login, Register, TokenPair, User
-from shared.errors import Conflict, ServiceUnavailable, Unauthorized
-from shared.messages import utc_now_iso
-from shared.models import RefreshTokenRecord, UserRecord
+from functions.auth.store import Session, SessionStore, StoredToken, StoredUser, ThrottleStore, UserStore
+from shared.errors import Conflict, Throttled, Unauthorized
 from shared.settings import Settings
 
 _INVALID_LOGIN = "invalid email or password"
 _INVALID_REFRESH = "invalid refresh token"
+_ADDRESS_WINDOW = timedelta(minutes=1)
 
 
-def _conditional_failed(exc: PutError | UpdateError) -> bool:
-    return exc.cause_response_code == "ConditionalCheckFailedException"
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
-def user_view(record: UserRecord) -> User:
-    return User(userId=record.user_id, email=record.email, displayName=record.display_name)
+@dataclass(frozen=True)
+class AuthDeps:
+    """The auth domain's collaborators (DynamoDB stores in the Lambda function, fakes in unit tests)."""
+
+    settings: Settings
+    users: UserStore
+    sessions: SessionStore
+    throttles: ThrottleStore
+    clock: Callable[[], datetime] = field(default=utc_now)
 
 
-def register(request: Register, settings: Settings) -> User:
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def user_view(user: StoredUser) -> User:
+    return User(userId=user.user_id, email=user.email, displayName=user.display_name)
+
+
+# --- throttling ---
+
+
+def email_throttle_key(email: str) -> str:
+    """Hashed: the table holds no addresses, and unknown emails are counted exactly as known ones."""
+    return "login-email#" + hashlib.sha256(email.encode()).hexdigest()
+
+
+def login_address_key(source_ip: str) -> str:
+    return f"login-address#{source_ip}"
+
+
+def register_address_key(source_ip: str) -> str:
+    return f"register-address#{source_ip}"
+
+
+def _count_attempt(deps: AuthDeps, key: str, limit: int, window: timedelta, message: str) -> None:
+    now = deps.clock()
+    until = deps.throttles.take(key, limit, window, now)
+    if until is not None:
+        raise Throttled(message, retry_after_s=math.ceil((until - now).total_seconds()))
+
+
+# --- users ---
+
+
+def register(request: Register, source_ip: str, deps: AuthDeps) -> User:
+    settings = deps.settings
+    _count_attempt(
+        deps,
+        register_address_key(source_ip),
+        settings.registrations_per_address,
+        _ADDRESS_WINDOW,
+        "too many registrations from this address",
+    )
     email = str(request.email)
-    record = UserRecord(
-        email=email,
+    user = StoredUser(
         user_id=str(uuid.uuid4()),
+        email=email,
         display_name=request.display_name or email.split("@", 1)[0],
         password_hash=passwords.hash_password(request.password),
-        created_at=utc_now_iso(),
+        created_at=_iso(deps.clock()),
     )
-    try:
-        record.save(condition=UserRecord.email.does_not_exist())
-    except PutError as exc:
-        if _conditional_failed(exc):
-            raise Conflict("an account with this email already exists") from exc
-        raise ServiceUnavailable("could not store the user") from exc
-    return user_view(record)
+    if not deps.users.create(user):
+        raise Conflict("an account with this email already exists")
+    return user_view(user)
 
 
-def _issue_pair(user_id: str, family_id: str, settings: Settings) -> TokenPair:
-    refresh = tokens.new_refresh_token()
-    RefreshTokenRecord(
-        token_hash=tokens.refresh_token_hash(refresh),
-        family_id=family_id,
+def me(user_id: str, deps: AuthDeps) -> User:
+    user = deps.users.by_id(user_id)
+    if user is None:
+        raise Unauthorized("the account no longer exists")
+    return user_view(user)
+
+
+# --- sessions ---
+
+
+def login(request: Login, source_ip: str, deps: AuthDeps) -> TokenPair:
+    settings = deps.settings
+    email = request.email.strip().lower()
+    address_key, email_key = login_address_key(source_ip), email_throttle_key(email)
+    _count_attempt(
+        deps, address_key, settings.login_failures_per_address, _ADDRESS_WINDOW, "too many failed logins from here"
+    )
+    window = timedelta(seconds=settings.login_failure_window_s)
+    _count_attempt(deps, email_key, settings.login_failures_per_email, window, "too many failed logins for this email")
+    user = _verified_user(email, request.password, deps)
+    # Not a failure after all: the email's count starts again, and the address gets its attempt back.
+    deps.throttles.clear(email_key)
+    deps.throttles.give_back(address_key, deps.clock())
+    return _start_session(user.user_id, deps)
+
+
+def _verified_user(email: str, password: str, deps: AuthDeps) -> StoredUser:
+    """The user whose password this is; an unknown email costs the same time as a wrong password."""
+    user = deps.users.by_email(email)
+    if user is None:
+        passwords.burn_verification_time(password)
+        raise Unauthorized(_INVALID_LOGIN)
+    if not passwords.verify_password(user.password_hash, password):
+        raise Unauthorized(_INVALID_LOGIN)
+    return user
+
+
+def _start_session(user_id: str, deps: AuthDeps) -> TokenPair:
+    now = deps.clock()
+    session = Session(
+        family_id=str(uuid.uuid4()),
         user_id=user_id,
-        created_at=utc_now_iso(),
-        expires_at=timedelta(seconds=settings.refresh_token_ttl_s),
-    ).save()
+        created_at=_iso(now),
+        ends_at=now + timedelta(seconds=deps.settings.session_lifetime_s),
+    )
+    deps.sessions.start(session)
+    return _issue_pair(session, now, deps)
+
+
+def _issue_pair(session: Session, now: datetime, deps: AuthDeps) -> TokenPair:
+    settings = deps.settings
+    refresh_token = tokens.new_refresh_token()
+    deps.sessions.add_token(
+        StoredToken(
+            token_hash=tokens.refresh_token_hash(refresh_token),
+            family_id=session.family_id,
+            user_id=session.user_id,
+            created_at=_iso(now),
+            expires_at=min(now + timedelta(seconds=settings.refresh_token_ttl_s), session.ends_at),
+        )
+    )
     return TokenPair(
-        accessToken=tokens.issue_access_token(user_id, settings),
-        refreshToken=refresh,
+        accessToken=tokens.issue_access_token(session.user_id, settings, now=now.timestamp()),
+        refreshToken=refresh_token,
         expiresIn=settings.access_token_ttl_s,
     )
 
 
-def _user_by_email(email: str) -> UserRecord | None:
-    if not email:  # no account has an empty email, and DynamoDB rejects an empty key
-        return None
-    try:
-        return UserRecord.get(email)
-    except DoesNotExist:
-        return None
-
-
-def login(request: Login, settings: Settings) -> TokenPair:
-    user = _user_by_email(request.email.strip().lower())
-    if user is None:
-        passwords.burn_verification_time(request.password)
-        raise Unauthorized(_INVALID_LOGIN)
-    if not passwords.verify_password(user.password_hash, request.password):
-        raise Unauthorized(_INVALID_LOGIN)
-    return _issue_pair(user.user_id, str(uuid.uuid4()), settings)
-
-
-def revoke_family(family_id: str) -> None:
-    for record in RefreshTokenRecord.by_family.query(family_id):
-        if not record.revoked:
-            record.update(actions=[RefreshTokenRecord.revoked.set(True)])
-
-
-def _find(refresh_token: str) -> RefreshTokenRecord | None:
-    try:
-        return RefreshTokenRecord.get(tokens.refresh_token_hash(refresh_token))
-    except DoesNotExist:
-        return None
-
-
-def refresh(refresh_token: str, settings: Settings) -> TokenPair:
-    record = _find(refresh_token)
-    if record is None or record.revoked or record.expires_at.timestamp() <= time.time():
+def refresh(refresh_token: str, deps: AuthDeps) -> TokenPair:
+    now = deps.clock()
+    token = deps.sessions.token(tokens.refresh_token_hash(refresh_token))
+    if token is None or token.expires_at <= now:
         raise Unauthorized(_INVALID_REFRESH)
-    if record.used:
-        revoke_family(record.family_id)
+    session = deps.sessions.get(token.family_id)
+    if session is None or session.revoked or session.ends_at <= now:
         raise Unauthorized(_INVALID_REFRESH)
-    try:
-        record.update(
-            actions=[RefreshTokenRecord.used.set(True)],
-            condition=(RefreshTokenRecord.used == False) & (RefreshTokenRecord.revoked == False),  # noqa: E712
-        )
-    except UpdateError as exc:
-        if not _conditional_failed(exc):
-            raise ServiceUnavailable("could not rotate the refresh token") from exc
-        revoke_family(record.family_id)  # a concurrent use of the same token: treat as reuse
-        raise Unauthorized(_INVALID_REFRESH) from exc
-    return _issue_pair(record.user_id, record.family_id, settings)
+    if token.used or not deps.sessions.use_token(token.token_hash):
+        # Presented again (or by two refreshes at once): the token leaked, so the whole family goes.
+        deps.sessions.revoke(session.family_id)
+        raise Unauthorized(_INVALID_REFRESH)
+    return _issue_pair(session, now, deps)
 
 
-def logout(refresh_token: str) -> None:
+def logout(refresh_token: str, deps: AuthDeps) -> None:
     """Revoke the token's family; unknown or revoked tokens are fine (RFC 7009), so logout is idempotent."""
-    record = _find(refresh_token)
-    if record is not None:
-        revoke_family(record.family_id)
-
-
-def me(user_id: str) -> User:
-    for record in UserRecord.by_user_id.query(user_id, limit=1):
-        return user_view(record)
-    raise Unauthorized("the account no longer exists")
+    token = deps.sessions.token(tokens.refresh_token_hash(refresh_token))
+    if token is not None:
+        deps.sessions.revoke(token.family_id)

@@ -57,6 +57,7 @@ VARIANT_CONTEXT: dict[str, object] = {
     "workerSubnets": "private",
     "gpuAmiIds": {"eu-west-1": "ami-0123456789abcdef0"},
     "scaleInIdleMinutes": 3,
+    "webAcl": False,
 }
 
 

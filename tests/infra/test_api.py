@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from functions import routes
-from infra.api import AUTHORIZER_CACHE_S, GATEWAY_RESPONSES
+from infra.api import AUTHORIZER_CACHE_S, GATEWAY_RESPONSES, METHOD_THROTTLES, method_throttles
+from infra.config import StagehubConfig
 from tests.infra.conftest import Synthesized
 
 
@@ -87,10 +88,18 @@ def test_stage_logs_throttles_and_traces(synthesized: Synthesized) -> None:
     access = props["AccessLogSetting"]
     assert json.loads(access["Format"])["status"] == "$context.status"
     assert "Fn::GetAtt" in access["DestinationArn"] or ":log-group:" in json.dumps(access["DestinationArn"])
-    (settings,) = props["MethodSettings"]
-    assert settings["ThrottlingRateLimit"] > 0
-    assert settings["ThrottlingBurstLimit"] > 0
-    assert settings["LoggingLevel"] == "ERROR"
+    settings = {(s["HttpMethod"], s["ResourcePath"]): s for s in props["MethodSettings"]}
+    stage_wide = settings.pop(("*", "/*"))
+    assert stage_wide["ThrottlingRateLimit"] == 200
+    assert stage_wide["ThrottlingBurstLimit"] == 400
+    assert stage_wide["LoggingLevel"] == "ERROR"
+    # Per-method throttles (infra.api.METHOD_THROTTLES), sized per route rather than one figure for all.
+    expected = {}
+    for key, (rate, burst) in METHOD_THROTTLES.items():
+        method, path = key.split(" ", 1)
+        expected[(method, "/" + path.replace("/", "~1"))] = (rate, burst)
+    assert {k: (s["ThrottlingRateLimit"], s["ThrottlingBurstLimit"]) for k, s in settings.items()} == expected
+    assert expected[("POST", "/~1auth~1register")] < expected[("GET", "/~1executions~1{executionId}")]
 
 
 @pytest.mark.parametrize(("response_type", "status", "code"), GATEWAY_RESPONSES, ids=lambda v: str(v))
@@ -107,6 +116,8 @@ def test_gateway_responses_carry_the_error_body(
     body = json.loads(template.replace("$context.error.messageString", '"a message"'))
     assert body == {"code": code, "message": "a message"}
     assert props.get("StatusCode") == status
+    if status == "429":  # API.md: every 429 carries Retry-After
+        assert props["ResponseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
 
 
 def test_unknown_routes_answer_404_not_found(synthesized: Synthesized) -> None:
@@ -119,3 +130,35 @@ def test_account_cloudwatch_role_outlives_the_stack(synthesized: Synthesized) ->
     (account,) = synthesized.of_type("AWS::ApiGateway::Account").values()
     role_id = account["Properties"]["CloudWatchRoleArn"]["Fn::GetAtt"][0]
     assert synthesized.resources[role_id]["DeletionPolicy"] == "Retain"
+
+
+def test_a_waf_web_acl_rate_limits_each_address_tighter_on_auth(synthesized: Synthesized) -> None:
+    (acl,) = synthesized.of_type("AWS::WAFv2::WebACL").values()
+    rules = {rule["Name"]: rule for rule in acl["Properties"]["Rules"]}
+    auth, api = rules["auth-per-address"]["Statement"], rules["api-per-address"]["Statement"]
+    assert auth["RateBasedStatement"]["AggregateKeyType"] == "IP"
+    assert auth["RateBasedStatement"]["Limit"] < api["RateBasedStatement"]["Limit"]
+    assert auth["RateBasedStatement"]["ScopeDownStatement"]["ByteMatchStatement"]["SearchString"] == "/auth/"
+    for rule in rules.values():
+        response = rule["Action"]["Block"]["CustomResponse"]
+        assert response["ResponseCode"] == 429
+        assert {"Name": "Retry-After", "Value": "60"} in response["ResponseHeaders"]
+    body = acl["Properties"]["CustomResponseBodies"]["throttled"]
+    assert json.loads(body["Content"])["code"] == "THROTTLED"
+    (association,) = synthesized.of_type("AWS::WAFv2::WebACLAssociation").values()
+    stage_id = synthesized.logical_id(synthesized.stack.api.rest_api.deployment_stage)
+    assert {"Ref": stage_id} in association["Properties"]["ResourceArn"]["Fn::Join"][1]
+
+
+def test_method_throttles_take_overrides_from_context_and_refuse_unknown_routes() -> None:
+    overridden = method_throttles(StagehubConfig(method_throttles={"POST /auth/login": {"rate": 7, "burst": 9}}))
+    assert overridden["/auth/login/POST"].throttling_rate_limit == 7
+    assert overridden["/auth/login/POST"].throttling_burst_limit == 9
+    with pytest.raises(ValueError, match="do not exist"):
+        method_throttles(StagehubConfig(method_throttles={"POST /nope": {"rate": 1, "burst": 1}}))
+
+
+def test_a_deployment_may_go_without_the_web_acl(variant: Synthesized) -> None:
+    """`webAcl: false` (a private dev stage): no web ACL, and cdk-nag's APIG3 is acknowledged, not silenced."""
+    assert variant.of_type("AWS::WAFv2::WebACL") == {}
+    assert variant.of_type("AWS::WAFv2::WebACLAssociation") == {}

@@ -139,7 +139,7 @@ def test_executions_send_to_in_queues_and_manage_results(synthesized: Synthesize
     for pair in stack.queues.in_queues.values():
         assert synthesized.logical_id(pair.queue) in send
     results = synthesized.logical_id(stack.data.bucket(res.RESULTS_BUCKET))
-    assert results in _resources_of(statements, "s3:DeleteObject*")
+    assert results in _resources_of(statements, "s3:DeleteObject")
     assert results in _resources_of(statements, "s3:PutObject")
     assert synthesized.logical_id(stack.data.table(res.IDEMPOTENCY)) in _resources_of(statements, "dynamodb:PutItem")
     assert synthesized.logical_id(stack.data.table(res.PIPELINES)) not in _resources_of(statements, "dynamodb:PutItem")
