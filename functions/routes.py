@@ -29,6 +29,8 @@ AUTHORIZER_MODULE = "functions.authorizer.handler"
 # Queue consumers (not behind API Gateway).
 RESULTS_CONSUMER_MODULE = "functions.results.handler"
 DLQ_HANDLER_MODULE = "functions.dlq.handler"
+# Scheduled (EventBridge): admits what a lost event left waiting, times out stale waiting executions.
+SWEEP_MODULE = "functions.sweep.handler"
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", "docs", authorized=False),
@@ -55,4 +57,6 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/executions/{executionId}/result", "executions"),
     Route("POST", "/executions/{executionId}/cancel", "executions"),
     Route("DELETE", "/executions/{executionId}", "executions"),
+    Route("GET", "/users/me/usage", "executions"),
+    Route("GET", "/backends", "executions"),
 )

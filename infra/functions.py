@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aws_cdk as cdk
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -36,6 +38,9 @@ CONSUMER_BATCH_SIZE = 10
 AUTHORIZER = "authorizer"
 RESULTS_CONSUMER = "results"
 DLQ_HANDLER = "dlq"
+SWEEP = "sweep"
+SWEEP_TIMEOUT_S = 60
+SWEEP_RATE_MINUTES = 1
 # Password hashing (argon2id) is memory-hard: the auth function gets more memory (and so more CPU).
 MEMORY_MB = {"auth": 1024}
 DEFAULT_MEMORY_MB = 512
@@ -57,6 +62,7 @@ def function_specs() -> list[FunctionSpec]:
     specs.append(FunctionSpec(AUTHORIZER, routes.AUTHORIZER_MODULE, 10, reads_secret=True))
     specs.append(FunctionSpec(RESULTS_CONSUMER, routes.RESULTS_CONSUMER_MODULE, CONSUMER_TIMEOUT_S))
     specs.append(FunctionSpec(DLQ_HANDLER, routes.DLQ_HANDLER_MODULE, CONSUMER_TIMEOUT_S))
+    specs.append(FunctionSpec(SWEEP, routes.SWEEP_MODULE, SWEEP_TIMEOUT_S))
     return specs
 
 
@@ -96,6 +102,8 @@ class Functions(Construct):
             self.functions[spec.name] = self._function(spec, code, environment)
         self._grant(data, queues)
         self._consume(queues)
+        self._grant_admission(data, queues)
+        self._schedule_sweep()
 
     def __getitem__(self, name: str) -> lambda_.Function:
         return self.functions[name]
@@ -124,6 +132,7 @@ class Functions(Construct):
             ),
             res.OUT_QUEUE.env_var: queues.out.queue.queue_url,
         }
+        env.update(self._config.admission_environment())
         if res.OUT_QUEUE.dlq_env_var:
             env[res.OUT_QUEUE.dlq_env_var] = queues.out.dlq.queue_url
         for spec in res.TABLES:
@@ -216,6 +225,46 @@ class Functions(Construct):
             role = self._role(consumer)
             table(res.EXECUTIONS).grant_read_write_data(role)
             self._acknowledge_table_grants(role, data, (res.EXECUTIONS,))
+
+    def _grant_admission(self, data: Data, queues: Queues) -> None:
+        """Fair share: every path that ends an execution admits the user's next one (admission table, in-queue
+        send); the results consumer also purges a deleted execution's late outputs; the sweep does all of it."""
+        admission, executions = data.table(res.ADMISSION), data.table(res.EXECUTIONS)
+        results_bucket = data.bucket(res.RESULTS_BUCKET)
+        for name in ("executions", RESULTS_CONSUMER, DLQ_HANDLER, SWEEP):
+            role = self._role(name)
+            admission.grant_read_write_data(role)
+            for pair in queues.in_queues.values():
+                pair.queue.grant_send_messages(role)
+        sweep = self._role(SWEEP)
+        executions.grant_read_write_data(sweep)
+        self._acknowledge_table_grants(sweep, data, (res.EXECUTIONS,))
+        results = self._role(RESULTS_CONSUMER)
+        results_bucket.grant_read(results)
+        results_bucket.grant_delete(results)
+        self._acknowledge_bucket_grants(
+            results, data, (res.RESULTS_BUCKET,), [*nag.S3_READ_ACTIONS, "s3:DeleteObject*"]
+        )
+        # GET /backends: the in-queues' depth and SQS's own deletion metric (CloudWatch has no resource ARNs).
+        executions_role = self._role("executions")
+        for pair in queues.in_queues.values():
+            executions_role.add_to_principal_policy(
+                iam.PolicyStatement(actions=["sqs:GetQueueAttributes"], resources=[pair.queue.queue_arn])
+            )
+        # Resource '*' is acknowledged on every role already (X-Ray's actions take no resource either).
+        executions_role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["cloudwatch:GetMetricStatistics"], resources=["*"])
+        )
+
+    def _schedule_sweep(self) -> None:
+        """The admission sweep every minute (functions/sweep)."""
+        events.Rule(
+            self,
+            "SweepSchedule",
+            description=f"stagehub {self._config.stage}: admit what a lost event left waiting, time out waiters",
+            schedule=events.Schedule.rate(cdk.Duration.minutes(SWEEP_RATE_MINUTES)),
+            targets=[targets.LambdaFunction(self[SWEEP], retry_attempts=0)],
+        )
 
     def _acknowledge_table_grants(self, role: iam.IRole, data: Data, specs: tuple[res.TableSpec, ...]) -> None:
         for spec in specs:

@@ -65,3 +65,7 @@ class QueueClient:
         self._call(
             "change_message_visibility", QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=timeout_s
         )
+
+    def attributes(self, queue_url: str, names: list[str]) -> dict[str, str]:
+        """Some of a queue's attributes (e.g. ApproximateNumberOfMessages), as SQS gives them: strings."""
+        return self._call("get_queue_attributes", QueueUrl=queue_url, AttributeNames=names)["Attributes"]  # type: ignore[no-any-return]

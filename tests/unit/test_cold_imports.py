@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from functions.routes import API_FUNCTIONS, AUTHORIZER_MODULE, DLQ_HANDLER_MODULE, RESULTS_CONSUMER_MODULE
+from functions.routes import (
+    API_FUNCTIONS,
+    AUTHORIZER_MODULE,
+    DLQ_HANDLER_MODULE,
+    RESULTS_CONSUMER_MODULE,
+    SWEEP_MODULE,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +65,7 @@ DEFERRED: dict[str, tuple[str, ...]] = {
     # The queue consumers do not need the HTTP resolver at all.
     RESULTS_CONSUMER_MODULE: (*NOT_AUTHORIZER, "functions.http"),
     DLQ_HANDLER_MODULE: (*NOT_AUTHORIZER, "functions.http"),
+    SWEEP_MODULE: (*NOT_AUTHORIZER, "functions.http"),
 }
 
 
@@ -69,7 +76,7 @@ def _modules_loaded_by(module: str) -> set[str]:
 
 
 def test_every_handler_module_is_covered() -> None:
-    handlers = {*API_FUNCTIONS.values(), AUTHORIZER_MODULE, RESULTS_CONSUMER_MODULE, DLQ_HANDLER_MODULE}
+    handlers = {*API_FUNCTIONS.values(), AUTHORIZER_MODULE, RESULTS_CONSUMER_MODULE, DLQ_HANDLER_MODULE, SWEEP_MODULE}
     assert set(DEFERRED) == handlers
 
 
