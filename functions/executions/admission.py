@@ -122,6 +122,7 @@ def admit_next(user_id: str, deps: ExecutionDeps) -> list[str]:
     """Admit the user's oldest waiting executions while the set has room; returns the ids admitted here."""
     store, settings = deps.store, deps.settings
     admitted: list[str] = []
+    gone: set[str] = set()
     for _ in range(max_active(settings) + 4):  # bounded: each round admits one or learns why not
         admission = store.admission(user_id)
         if admission is None or int(admission.waiting or 0) <= 0:
@@ -130,7 +131,7 @@ def admit_next(user_id: str, deps: ExecutionDeps) -> list[str]:
             user_id, set(admission.active_ids or ()), deps
         ):
             break
-        waiting = store.oldest_waiting(user_id)
+        waiting = store.oldest_waiting(user_id, frozenset(gone.union(admitted)))
         if waiting is None:
             break  # the index has not caught up yet: the sweep comes back to it
         now = datetime.now(UTC)
@@ -143,6 +144,8 @@ def admit_next(user_id: str, deps: ExecutionDeps) -> list[str]:
                 store.unadmit(waiting, at)
                 raise
             admitted.append(waiting.execution_id)
+        elif outcome is Admission.GONE:
+            gone.add(waiting.execution_id)
     return admitted
 
 

@@ -11,6 +11,8 @@ is one index Query and one BatchGetItem of the full records.
 
 from __future__ import annotations
 
+import random
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +32,8 @@ from shared.models import AdmissionRecord, ExecutionRecord, IdempotencyRecord
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _T = TypeVar("_T")
-WAITING_SHARDS = 4  # the waiting index's partitions: the sweep reads each; writes spread over them
+WAITING_SHARDS = 4
+_CONFLICT_RETRIES = 6  # the waiting index's partitions: the sweep reads each; writes spread over them
 
 
 class StoreUnavailable(ServiceUnavailable, TransientFailure):
@@ -172,21 +175,22 @@ class ExecutionStore:
             }
         return Page(self.batch_get([k.execution_id for k in keys]), last_key)
 
-    def oldest_waiting(self, user_id: str) -> WaitingExecution | None:
-        """The user's first-submitted execution still waiting for admission (from its QUEUED partition)."""
+    def oldest_waiting(self, user_id: str, skip: frozenset[str] = frozenset()) -> WaitingExecution | None:
+        """The user's first-submitted execution still waiting for admission (from its QUEUED partition).
+
+        `skip`: ids this caller already found admitted (the index may lag behind the table by a moment).
+        """
         with _dynamodb("waiting executions"):
-            found = list(
-                ExecutionRecord.by_user_status.query(
-                    user_status(user_id, ExecutionStatus.QUEUED),
-                    scan_index_forward=True,
-                    filter_condition=ExecutionRecord.waiting_shard.exists(),
-                    limit=1,
-                    page_size=25,
-                )
+            found = ExecutionRecord.by_user_status.query(
+                user_status(user_id, ExecutionStatus.QUEUED),
+                scan_index_forward=True,
+                filter_condition=ExecutionRecord.waiting_shard.exists(),
+                limit=len(skip) + 1,
+                page_size=25,
             )
-        if not found:
+            item = next((i for i in found if i.execution_id not in skip), None)
+        if item is None:
             return None
-        item = found[0]
         return WaitingExecution(item.execution_id, user_id, item.sort_key, item.backend, item.request_uri)
 
     def waiting_page(self, shard: str, limit: int) -> list[WaitingExecution]:
@@ -205,19 +209,28 @@ class ExecutionStore:
     # --- creation and deletion ---
 
     def _transact(self, what: str, build: Callable[[TransactWrite], None]) -> list[str] | None:
-        """Run a transaction; None when it applied, else each item's cancellation reason code."""
+        """Run a transaction; None when it applied, else each item's cancellation reason code.
+
+        A conflict with another transaction on the same items (a user's admission item is shared by all of that
+        user's requests) is retried with a short growing pause; only a persistent one is `StoreUnavailable`.
+        """
         connection = ExecutionRecord._get_connection().connection
-        try:
-            with TransactWrite(connection=connection) as transaction:
-                build(transaction)
-        except TransactWriteError as exc:
-            reasons = _transaction_outcome(exc)
-            if "ConditionalCheckFailed" in reasons:
-                return reasons
-            raise StoreUnavailable(f"database error on {what}") from exc
-        except PynamoDBException as exc:
-            raise StoreUnavailable(f"database error on {what}") from exc
-        return None
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                with TransactWrite(connection=connection) as transaction:
+                    build(transaction)
+            except TransactWriteError as exc:
+                reasons = _transaction_outcome(exc)
+                if "ConditionalCheckFailed" in reasons:
+                    return reasons
+                if "TransactionConflict" not in reasons and exc.cause_response_code != "TransactionConflictException":
+                    raise StoreUnavailable(f"database error on {what}") from exc
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+            except PynamoDBException as exc:
+                raise StoreUnavailable(f"database error on {what}") from exc
+            else:
+                return None
+        raise StoreUnavailable(f"{what} kept conflicting with other writes; try again")
 
     def create_admitted(self, record: ExecutionRecord, max_active: int, expires_at: datetime) -> bool:
         """Write a new execution already admitted, if the user has room and nobody waiting; else nothing."""

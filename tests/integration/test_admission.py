@@ -242,3 +242,23 @@ def test_over_http_a_burst_waits_the_usage_shows_it_and_the_quota_says_when_to_r
         waited.json()["executionId"],
     ]
     assert api.get("/users/me/usage").status_code == 401
+
+
+def test_concurrent_submissions_of_one_user_are_all_accepted_and_admitted_within_the_limit(env: Settings) -> None:
+    pipeline, user = make_pipeline(env, [TXT2TXT]), new_id()
+    barrier = threading.Barrier(10)
+    answers: list[int] = []
+
+    def go() -> None:
+        barrier.wait()
+        answers.append(submit(pipeline, user, {"variables": {"subject": "x"}})[0])
+
+    threads = [threading.Thread(target=go) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [202] * 10  # conflicts on the user's admission item are retried, never a 503
+    assert len(_in_queue(env)) == 4
+    counter = AdmissionRecord.get(user)
+    assert (len(counter.active_ids), counter.waiting) == (4, 6)
