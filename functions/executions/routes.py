@@ -77,7 +77,9 @@ def _page(page: Page[Any]) -> dict[str, Any]:
 @router.post(
     "/pipelines/<pipelineId>/executions",
     summary="Run a pipeline",
-    responses=responses(202, "Queued", 400, 404, 409, 422, 503),
+    responses=responses(
+        202, "Queued (admitted, or waiting behind the caller's earlier executions)", 400, 404, 409, 422, 429, 503
+    ),
 )
 def submit(pipelineId: str, body: Annotated[SubmitExecution | None, Body()] = None) -> Response[Execution]:  # noqa: N803
     from functions.executions import logic

@@ -190,3 +190,21 @@ def test_event_sources_report_batch_item_failures(synthesized: Synthesized) -> N
     for props in mappings.values():
         assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert 1 <= props["BatchSize"] <= 10
+
+
+def test_fair_share_settings_reach_every_function_from_context(synthesized: Synthesized) -> None:
+    for spec in SPECS:
+        env = _function(synthesized, spec.name)["Environment"]["Variables"]
+        assert (env["MAX_ACTIVE_EXECUTIONS"], env["MAX_QUEUED_EXECUTIONS"]) == ("4", "100")
+        assert "DAILY_GPU_SECONDS" not in env  # off by default
+
+
+def test_fair_share_context_is_validated() -> None:
+    from infra.config import StagehubConfig
+
+    assert StagehubConfig(daily_gpu_seconds=3600).admission_environment()["DAILY_GPU_SECONDS"] == "3600"
+    for bad in ({"max_active_executions": 0}, {"max_active_executions": 5, "max_queued_executions": 4}):
+        with pytest.raises(ValueError, match="maxActiveExecutions"):
+            StagehubConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dailyGpuSeconds"):
+        StagehubConfig(daily_gpu_seconds=0)
