@@ -118,14 +118,18 @@ def send(waiting: WaitingExecution, deps: ExecutionDeps) -> None:
     deps.queues.send(deps.settings.backend_queues[waiting.backend], message.to_json())
 
 
-def admit_next(user_id: str, deps: ExecutionDeps) -> list[str]:
-    """Admit the user's oldest waiting executions while the set has room; returns the ids admitted here."""
+def admit_next(user_id: str, deps: ExecutionDeps, *, seen_waiting: bool = False) -> list[str]:
+    """Admit the user's oldest waiting executions while the set has room; returns the ids admitted here.
+
+    `seen_waiting`: the caller saw one of the user's executions waiting (the sweep), so the index is asked even
+    if the `waiting` count says none (it never should, but the sweep must not trust what it repairs).
+    """
     store, settings = deps.store, deps.settings
     admitted: list[str] = []
     gone: set[str] = set()
     for _ in range(max_active(settings) + 4):  # bounded: each round admits one or learns why not
         admission = store.admission(user_id)
-        if admission is None or int(admission.waiting or 0) <= 0:
+        if admission is None or (int(admission.waiting or 0) <= 0 and not seen_waiting):
             break
         if len(admission.active_ids or ()) >= max_active(settings) and not _forget_ended(
             user_id, set(admission.active_ids or ()), deps

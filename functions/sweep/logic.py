@@ -44,7 +44,7 @@ def sweep(deps: ExecutionDeps, now: datetime | None = None) -> SweepReport:
     report.users = len(users)
     for user_id in sorted(users):
         try:
-            report.admitted += admission.admit_next(user_id, deps)
+            report.admitted += admission.admit_next(user_id, deps, seen_waiting=True)
         except StagehubError:
             continue  # the next pass tries again
     return report
