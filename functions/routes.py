@@ -32,6 +32,9 @@ RESULTS_CONSUMER_MODULE = "functions.results.handler"
 DLQ_HANDLER_MODULE = "functions.dlq.handler"
 WEBHOOK_SENDER_MODULE = "functions.webhooks.sender_handler"  # the webhook queue's consumer
 
+# Scheduled (EventBridge): admits what a lost event left waiting, times out stale waiting executions.
+SWEEP_MODULE = "functions.sweep.handler"
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", "docs", authorized=False),
     Route("GET", "/openapi.json", "docs", authorized=False),
@@ -57,6 +60,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/executions/{executionId}/result", "executions"),
     Route("POST", "/executions/{executionId}/cancel", "executions"),
     Route("DELETE", "/executions/{executionId}", "executions"),
+    Route("GET", "/users/me/usage", "executions"),
+    Route("GET", "/backends", "executions"),
 )
 
 # Webhooks (API.md, "Events: wait, webhooks, backends").

@@ -73,6 +73,11 @@ class StagehubConfig:
     waf_auth_rate_limit: int = 300  # requests per client address per 5 minutes on /auth/*
     # "METHOD /path" -> {"rate": requests/s, "burst": requests}, over the defaults of infra.api.METHOD_THROTTLES
     method_throttles: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    # Fair share and quotas per user (API.md "Per-user fairness"; docs/ops.md "Fair share and quotas")
+    max_active_executions: int = 4
+    max_queued_executions: int = 100
+    daily_gpu_seconds: float | None = None
     # Build
     skip_layer_build: bool = False  # tests: an empty dependency layer instead of running pip
 
@@ -112,6 +117,11 @@ class StagehubConfig:
             found.append("loginFailureWindowSeconds must be within 60..86400")
         if min(self.waf_auth_rate_limit, self.waf_rate_limit) < 10:
             found.append("wafRateLimit and wafAuthRateLimit must be at least 10 (WAF's minimum)")
+
+        if not 1 <= self.max_active_executions <= self.max_queued_executions:
+            found.append("need 1 <= maxActiveExecutions <= maxQueuedExecutions")
+        if self.daily_gpu_seconds is not None and self.daily_gpu_seconds <= 0:
+            found.append("dailyGpuSeconds must be positive (or not set: no daily quota)")
         unknown = set(self.default_models.values()) - set(self.models)
         if unknown:
             found.append(f"defaultModels name models that are not in models: {sorted(unknown)}")
@@ -139,6 +149,16 @@ class StagehubConfig:
 
     def default_models_json(self) -> str:
         return json.dumps(dict(sorted(self.default_models.items())))
+
+    def admission_environment(self) -> dict[str, str]:
+        """The fair-share settings as the functions' environment variables (shared.settings.Settings)."""
+        env = {
+            "MAX_ACTIVE_EXECUTIONS": str(self.max_active_executions),
+            "MAX_QUEUED_EXECUTIONS": str(self.max_queued_executions),
+        }
+        if self.daily_gpu_seconds is not None:
+            env["DAILY_GPU_SECONDS"] = str(self.daily_gpu_seconds)
+        return env
 
     def max_receive_count_for(self, spec: res.QueueSpec) -> int:
         return self.max_receive_count or spec.max_receive_count
@@ -194,6 +214,9 @@ class StagehubConfig:
             waf_auth_rate_limit=int(get("wafAuthRateLimit", 300)),
             method_throttles=dict(_json_value(get("apiMethodThrottles", {}))),
             skip_layer_build=_bool(get("skipLayerBuild", False)),
+            max_active_executions=int(get("maxActiveExecutions", 4)),
+            max_queued_executions=int(get("maxQueuedExecutions", 100)),
+            daily_gpu_seconds=_optional_float(get("dailyGpuSeconds")),
         )
 
 
@@ -215,6 +238,10 @@ def _bool(value: Any) -> bool:
 
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _optional_int(value: Any) -> int | None:

@@ -72,7 +72,8 @@ class Data(Construct):
                 index_name=index.name,
                 partition_key=_attribute(index.hash_key),
                 sort_key=_attribute(index.range_key) if index.range_key else None,
-                projection_type=dynamodb.ProjectionType.ALL,
+                projection_type=dynamodb.ProjectionType(index.projection),
+                non_key_attributes=list(index.non_key_attributes) or None,
             )
         return table
 

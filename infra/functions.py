@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aws_cdk as cdk
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -40,6 +42,9 @@ WEBHOOK_SENDER = "webhooksender"
 # One delivery attempt is at most 10 s (plus DNS and the log write); the webhook queue's visibility is 6x this.
 WEBHOOK_SENDER_TIMEOUT_S = res.WEBHOOK_QUEUE_VISIBILITY_S // 6
 WEBHOOK_SENDER_BATCH_SIZE = 1  # attempts are independent: a slow receiver holds back no other event
+SWEEP = "sweep"
+SWEEP_TIMEOUT_S = 60
+SWEEP_RATE_MINUTES = 1
 # Password hashing (argon2id) is memory-hard: the auth function gets more memory (and so more CPU).
 MEMORY_MB = {"auth": 1024}
 DEFAULT_MEMORY_MB = 512
@@ -64,6 +69,7 @@ def function_specs() -> list[FunctionSpec]:
     specs.append(FunctionSpec(RESULTS_CONSUMER, routes.RESULTS_CONSUMER_MODULE, CONSUMER_TIMEOUT_S))
     specs.append(FunctionSpec(DLQ_HANDLER, routes.DLQ_HANDLER_MODULE, CONSUMER_TIMEOUT_S))
     specs.append(FunctionSpec(WEBHOOK_SENDER, routes.WEBHOOK_SENDER_MODULE, WEBHOOK_SENDER_TIMEOUT_S))
+    specs.append(FunctionSpec(SWEEP, routes.SWEEP_MODULE, SWEEP_TIMEOUT_S))
     return specs
 
 
@@ -104,6 +110,7 @@ class Functions(Construct):
         self._grant(data, queues)
         self._consume(queues)
         self._consume_webhooks(queues)
+        self._schedule_sweep()
 
     def __getitem__(self, name: str) -> lambda_.Function:
         return self.functions[name]
@@ -139,6 +146,7 @@ class Functions(Construct):
             "LOGIN_FAILURES_PER_ADDRESS": str(self._config.login_failures_per_address),
             "REGISTRATIONS_PER_ADDRESS": str(self._config.registrations_per_address),
         }
+        env.update(self._config.admission_environment())
         if res.OUT_QUEUE.dlq_env_var:
             env[res.OUT_QUEUE.dlq_env_var] = queues.out.dlq.queue_url
         env[res.WEBHOOK_QUEUE.env_var] = queues.webhooks.queue.queue_url
@@ -200,6 +208,16 @@ class Functions(Construct):
             )
         )
 
+    def _schedule_sweep(self) -> None:
+        """The admission sweep every minute (functions/sweep)."""
+        events.Rule(
+            self,
+            "SweepSchedule",
+            description=f"stagehub {self._config.stage}: admit what a lost event left waiting, time out waiters",
+            schedule=events.Schedule.rate(cdk.Duration.minutes(SWEEP_RATE_MINUTES)),
+            targets=[targets.LambdaFunction(self[SWEEP], retry_attempts=0)],
+        )
+
     def _grant_one(self, role: iam.IRole, access: permissions.Access, data: Data, queues: Queues) -> None:
         if isinstance(access, permissions.SecretAccess):
             self._allow(role, "secretsmanager", access.actions, [self.jwt_secret.secret_arn])
@@ -209,6 +227,8 @@ class Functions(Construct):
             if access.index_actions:
                 self._allow(role, "dynamodb", access.index_actions, [f"{table.table_arn}/index/*"])
                 nag.acknowledge_indexes(role, table)
+        elif isinstance(access, permissions.MetricsReadAccess):
+            self._allow(role, "cloudwatch", access.actions, ["*"])  # Resource '*' acknowledged on every role
         elif isinstance(access, permissions.BucketAccess):
             bucket = data.bucket(access.bucket)
             self._allow(role, "s3", access.object_actions, [bucket.arn_for_objects("*")])

@@ -59,9 +59,21 @@ class SecretAccess:
     actions: tuple[str, ...] = ("GetSecretValue",)
 
 
-Access = TableAccess | BucketAccess | QueueAccess | SecretAccess
+@dataclass(frozen=True)
+class MetricsReadAccess:
+    """CloudWatch metric reads (GET /backends' recent throughput); CloudWatch has no resource ARNs for them."""
+
+    actions: tuple[str, ...] = ("GetMetricStatistics",)
+
+
+Access = TableAccess | BucketAccess | QueueAccess | SecretAccess | MetricsReadAccess
 
 _CONSUME = ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes", "GetQueueUrl", "ChangeMessageVisibility")
+
+# Ending an execution and admitting the user's next (functions/executions/admission.py): conditional updates
+# and transactions of the execution and the user's admission item.
+_END = ("GetItem", "BatchGetItem", "UpdateItem")
+_ADMIT = ("GetItem", "PutItem", "UpdateItem")
 
 FUNCTION_ACCESS: dict[str, tuple[Access, ...]] = {
     "auth": (
@@ -86,14 +98,18 @@ FUNCTION_ACCESS: dict[str, tuple[Access, ...]] = {
     ),
     "uploads": (BucketAccess(res.UPLOADS_BUCKET, ("PutObject",)),),  # signs presigned PUTs
     "executions": (
-        TableAccess(res.EXECUTIONS, ("GetItem", "PutItem", "UpdateItem", "DeleteItem"), index_actions=("Query",)),
+        TableAccess(
+            res.EXECUTIONS, ("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"), index_actions=("Query",)
+        ),
         TableAccess(res.IDEMPOTENCY, ("GetItem", "PutItem", "DeleteItem")),
+        TableAccess(res.ADMISSION, _ADMIT),
         TableAccess(res.PIPELINES, ("GetItem",)),
         BucketAccess(res.PIPELINES_BUCKET, ("GetObject",), ("ListBucket",)),
         BucketAccess(res.UPLOADS_BUCKET, ("GetObject",), ("ListBucket",)),
         BucketAccess(res.RESULTS_BUCKET, ("GetObject", "PutObject", "DeleteObject"), ("ListBucket",)),
-        QueueAccess(Queues.IN, ("SendMessage",)),
+        QueueAccess(Queues.IN, ("SendMessage", "GetQueueAttributes")),  # GET /backends reads the depth
         QueueAccess(Queues.WEBHOOKS, ("SendMessage",)),  # completed event of a cancelled queued execution
+        MetricsReadAccess(),
     ),
     "docs": (),
     "webhooks": (
@@ -101,16 +117,27 @@ FUNCTION_ACCESS: dict[str, tuple[Access, ...]] = {
         TableAccess(res.EXECUTIONS, ("GetItem",)),
     ),
     "results": (
-        TableAccess(res.EXECUTIONS, ("GetItem", "UpdateItem")),
+        TableAccess(res.EXECUTIONS, _END, index_actions=("Query",)),
+        TableAccess(res.ADMISSION, _ADMIT),
+        QueueAccess(Queues.IN, ("SendMessage",)),  # admits the user's next execution
+        # A finished event of a deleted execution purges the outputs it wrote late.
+        BucketAccess(res.RESULTS_BUCKET, ("DeleteObject",), ("ListBucket",)),
         TableAccess(res.WEBHOOKS, ("UpdateItem",)),  # the 5 s throttle of progress events
         QueueAccess(Queues.OUT, _CONSUME),
         QueueAccess(Queues.WEBHOOKS, ("SendMessage",)),
     ),
     "dlq": (
-        TableAccess(res.EXECUTIONS, ("GetItem", "UpdateItem")),
+        TableAccess(res.EXECUTIONS, _END, index_actions=("Query",)),
+        TableAccess(res.ADMISSION, _ADMIT),
+        QueueAccess(Queues.IN, ("SendMessage",)),
         TableAccess(res.WEBHOOKS, ("UpdateItem",)),
         QueueAccess(Queues.IN_DLQ, _CONSUME),
         QueueAccess(Queues.WEBHOOKS, ("SendMessage",)),
+    ),
+    "sweep": (
+        TableAccess(res.EXECUTIONS, _END, index_actions=("Query",)),
+        TableAccess(res.ADMISSION, _ADMIT),
+        QueueAccess(Queues.IN, ("SendMessage",)),
     ),
     "webhooksender": (
         TableAccess(res.WEBHOOKS, ("GetItem", "PutItem", "UpdateItem")),
@@ -138,6 +165,8 @@ def declared_grants(function: str) -> set[Grant]:
             table = f"table:{access.table.logical_id}"
             grants |= {(f"dynamodb:{a}", table) for a in access.actions}
             grants |= {(f"dynamodb:{a}", f"{table}/index/*") for a in access.index_actions}
+        elif isinstance(access, MetricsReadAccess):
+            grants |= {(f"cloudwatch:{a}", "*") for a in access.actions}
         elif isinstance(access, BucketAccess):
             bucket = f"bucket:{access.bucket.logical_id}"
             grants |= {(f"s3:{a}", f"{bucket}/*") for a in access.object_actions}

@@ -156,3 +156,40 @@ class QueueConsumers:
             if message.message_id not in failed:
                 self._queues.delete(source.queue_url, message.receipt_handle)
         return len(messages)
+
+
+SWEEP_INTERVAL_S = 30.0  # the EventBridge schedule's stand-in (every minute in AWS)
+
+
+class Sweeper:
+    """Calls the sweep's Lambda handler every `interval_s` in a daemon thread, as the schedule does in AWS."""
+
+    def __init__(self, interval_s: float = SWEEP_INTERVAL_S) -> None:
+        from functions.routes import SWEEP_MODULE
+
+        self._interval_s = interval_s
+        self._handler = _handler(SWEEP_MODULE)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> dict[str, Any]:
+        return self._handler({"source": "aws.events", "detail-type": "Scheduled Event"}, lambda_context("sweep"))
+
+    def start(self) -> Sweeper:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="sweep", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("the sweep failed; it runs again in %.0f s", self._interval_s)

@@ -20,6 +20,13 @@ LOCAL_REGION = "us-east-1"
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
+def _projection(index: res.IndexSpec) -> dict[str, Any]:
+    projection: dict[str, Any] = {"ProjectionType": index.projection}
+    if index.non_key_attributes:
+        projection["NonKeyAttributes"] = list(index.non_key_attributes)
+    return projection
+
+
 def _create_table(dynamodb: Any, spec: res.TableSpec, name: str) -> None:
     keys = [spec.hash_key] + ([spec.range_key] if spec.range_key else [])
     attributes = {k.name: k.type for k in keys}
@@ -45,7 +52,7 @@ def _create_table(dynamodb: Any, spec: res.TableSpec, name: str) -> None:
             {
                 "IndexName": index.name,
                 "KeySchema": key_schema(index.hash_key, index.range_key),
-                "Projection": {"ProjectionType": "ALL"},
+                "Projection": _projection(index),
             }
             for index in spec.indexes
         ]

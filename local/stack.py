@@ -89,6 +89,7 @@ class LocalStack:
         self._env_context: contextlib.AbstractContextManager[None] | None = None
         self._gateway: Any = None
         self._consumers: Any = None
+        self._sweeper: Any = None
         self._worker: subprocess.Popen[bytes] | None = None
 
     @property
@@ -125,6 +126,9 @@ class LocalStack:
         self._consumers = QueueConsumers(get_settings())
         self._consumers.start()
         _log("out-queue and dead-letter consumers running")
+        from local.consumers import Sweeper
+
+        self._sweeper = Sweeper().start()
 
     def _start_worker(self) -> None:
         env = os.environ | {"POLL_WAIT_S": "5", "DEVICE": "cpu"} | self.worker_env
@@ -148,10 +152,10 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 self._worker.kill()
                 self._worker.wait()
-        for part in (self._gateway, self._consumers):
+        for part in (self._gateway, self._consumers, self._sweeper):
             if part is not None:
                 part.stop()
-        self._gateway = self._consumers = self._worker = None
+        self._gateway = self._consumers = self._worker = self._sweeper = None
         if self._env_context is not None:
             self._env_context.__exit__(None, None, None)
             self._env_context = None

@@ -78,6 +78,22 @@ class Throttled(StagehubError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
+class QuotaExceeded(StagehubError):
+    """A per-user limit is reached (API.md: 429 QUOTA_EXCEEDED with Retry-After, in seconds)."""
+
+    status, code = 429, "QUOTA_EXCEEDED"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+
+class IdempotencyMismatch(StagehubError):
+    """An Idempotency-Key reused with another pipeline or body."""
+
+    status, code = 422, "IDEMPOTENCY_MISMATCH"
+
+
 class ServiceUnavailable(StagehubError):
     """A dependency (S3, DynamoDB, SQS) failed in a way worth retrying later."""
 

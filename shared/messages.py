@@ -66,6 +66,16 @@ class InQueueMessage(_Wire):
     version: Literal[1] = MESSAGE_VERSION
 
 
+class StageUsage(_Wire):
+    stage: int = Field(ge=0)  # 0-based stage index
+    seconds: float = Field(ge=0)  # time this stage's model calls held the device (batch time split evenly)
+
+
+class ExecutionUsage(_Wire):
+    gpu_seconds: float = Field(ge=0, alias="gpuSeconds")
+    stages: list[StageUsage] = Field(default_factory=list)
+
+
 class OutEvent(StrEnum):
     STARTED = "started"
     PROGRESS = "progress"
@@ -83,6 +93,9 @@ class OutQueueMessage(_Wire):
     progress: Progress | None = None
     error: ErrorInfo | None = None
     at: str = Field(default_factory=utc_now_iso)
+    usage: ExecutionUsage | None = None  # contract C1: on finished events
+    # Optional: the execution's owner (request.json's userId), so the consumer writes without reading first.
+    user_id: str | None = Field(default=None, alias="userId")
 
     @model_validator(mode="after")
     def _final_status(self) -> OutQueueMessage:

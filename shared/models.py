@@ -15,8 +15,9 @@ from pynamodb.attributes import (
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection, Projection
 from pynamodb.models import Model
 
 from shared import resources as res
@@ -24,12 +25,20 @@ from shared.settings import Settings
 
 
 class _Index(GlobalSecondaryIndex[Any]):
-    """Base of our GSIs: all attributes projected, names from `shared.resources`."""
+    """Base of our GSIs: names and projections from `shared.resources`."""
+
+
+def _projection(spec: res.IndexSpec) -> Projection:
+    if spec.projection == "KEYS_ONLY":
+        return KeysOnlyProjection()
+    if spec.projection == "INCLUDE":
+        return IncludeProjection(list(spec.non_key_attributes))
+    return AllProjection()
 
 
 def _gsi(spec: res.IndexSpec, hash_attr: str, range_attr: str | None = None) -> type[_Index]:
     attrs: dict[str, Any] = {
-        "Meta": type("Meta", (), {"index_name": spec.name, "projection": AllProjection()}),
+        "Meta": type("Meta", (), {"index_name": spec.name, "projection": _projection(spec)}),
         hash_attr: UnicodeAttribute(hash_key=True, attr_name=spec.hash_key.name),
     }
     if range_attr and spec.range_key:
@@ -174,10 +183,17 @@ class ExecutionRecord(_Record):
     # Webhooks: where this execution's events go, and which of them (API.md, "Events: wait, webhooks, backends").
     webhook = UnicodeAttribute(null=True)
     webhook_events = ListAttribute(of=UnicodeAttribute, attr_name="webhookEvents", null=True)
+    # Fair share (functions/executions/admission.py): set while waiting for admission, then admittedAt.
+    waiting_shard = UnicodeAttribute(attr_name="waitingShard", null=True)
+    admitted_at = UnicodeAttribute(attr_name="admittedAt", null=True)
+    # DELETE's tombstone (set before the results are purged; the worker and the consumer honour it).
+    deleted_at = UnicodeAttribute(attr_name="deletedAt", null=True)
+    usage = JSONAttribute(null=True)  # API.md's usage, from the worker's finished event
 
     by_user = _gsi(_index(res.EXECUTIONS, "user-index"), "user_id", "sort_key")()
     by_user_status = _gsi(_index(res.EXECUTIONS, "user-status-index"), "user_status", "sort_key")()
     by_pipeline_user = _gsi(_index(res.EXECUTIONS, "pipeline-user-index"), "pipeline_user", "sort_key")()
+    waiting = _gsi(_index(res.EXECUTIONS, "waiting-index"), "waiting_shard", "sort_key")()
 
 
 class IdempotencyRecord(_Record):
@@ -189,6 +205,22 @@ class IdempotencyRecord(_Record):
     idempotency_key = UnicodeAttribute(hash_key=True, attr_name="idempotencyKey")
     execution_id = UnicodeAttribute(attr_name="executionId")
     expires_at = TTLAttribute(attr_name="expiresAt")
+    request_hash = UnicodeAttribute(attr_name="requestHash", null=True)  # SHA-256 of pipeline and body
+
+
+class AdmissionRecord(_Record):
+    """A user's admission state and today's usage (see functions/executions/admission.py)."""
+
+    class Meta(_Record.Meta):
+        spec = res.ADMISSION
+
+    user_id = UnicodeAttribute(hash_key=True, attr_name="userId")
+    active_ids = UnicodeSetAttribute(attr_name="activeIds", null=True)  # admitted, not yet ended
+    waiting = NumberAttribute(default=0)  # executions waiting for admission
+    usage_day = UnicodeAttribute(attr_name="usageDay", null=True)  # "2026-12-01" (UTC)
+    day_executions = NumberAttribute(attr_name="dayExecutions", default=0)
+    day_gpu_seconds = NumberAttribute(attr_name="dayGpuSeconds", default=0)
+    expires_at = TTLAttribute(attr_name="expiresAt", null=True)
 
 
 RECORDS: tuple[type[_Record], ...] = (
@@ -199,6 +231,7 @@ RECORDS: tuple[type[_Record], ...] = (
     ExecutionRecord,
     IdempotencyRecord,
     RatingTotalsRecord,
+    AdmissionRecord,
 )
 RECORDS += (SessionRecord, ThrottleRecord)
 

@@ -70,3 +70,7 @@ class QueueClient:
         """Send a message that becomes visible after `delay_s` seconds (SQS allows 0-900)."""
         response = self._call("send_message", QueueUrl=queue_url, MessageBody=body, DelaySeconds=delay_s)
         return response["MessageId"]  # type: ignore[no-any-return]
+
+    def attributes(self, queue_url: str, names: list[str]) -> dict[str, str]:
+        """Some of a queue's attributes (e.g. ApproximateNumberOfMessages), as SQS gives them: strings."""
+        return self._call("get_queue_attributes", QueueUrl=queue_url, AttributeNames=names)["Attributes"]  # type: ignore[no-any-return]

@@ -22,11 +22,13 @@ class KeySpec:
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """A global secondary index, projecting all attributes."""
+    """A global secondary index: all attributes projected, or (`projection`) only the keys or some attributes."""
 
     name: str
     hash_key: KeySpec
     range_key: KeySpec | None = None
+    projection: str = "ALL"  # ALL | KEYS_ONLY | INCLUDE
+    non_key_attributes: tuple[str, ...] = ()  # with INCLUDE: the attributes copied into the index
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,39 @@ RATINGS = TableSpec(
     hash_key=KeySpec("pipelineId"),
     range_key=KeySpec("userId"),
 )
+# The execution indexes hold keys only (lists read the records by BatchGetItem), so a progress or cancel write
+# rewrites no index entry; only a status change moves the user-status entry. `waitingShard` is set while an
+# execution waits for admission (functions/executions/admission.py): the user-status index carries it so that a
+# user's oldest waiting execution is found in that user's QUEUED partition, and the sparse waiting index lists
+# every waiting execution for the sweep.
 EXECUTIONS = TableSpec(
     logical_id="executions",
     env_var="EXECUTIONS_TABLE",
     hash_key=KeySpec("executionId"),
     indexes=(
-        IndexSpec("user-index", KeySpec("userId"), SORT_KEY),
-        IndexSpec("user-status-index", KeySpec("userStatus"), SORT_KEY),  # "<userId>#<status>"
-        IndexSpec("pipeline-user-index", KeySpec("pipelineUser"), SORT_KEY),  # "<pipelineId>#<userId>"
+        IndexSpec("user-index", KeySpec("userId"), SORT_KEY, projection="KEYS_ONLY"),
+        IndexSpec(  # "<userId>#<status>"
+            "user-status-index",
+            KeySpec("userStatus"),
+            SORT_KEY,
+            projection="INCLUDE",
+            non_key_attributes=("waitingShard", "backend", "requestUri"),
+        ),
+        IndexSpec(  # "<pipelineId>#<userId>"
+            "pipeline-user-index", KeySpec("pipelineUser"), SORT_KEY, projection="KEYS_ONLY"
+        ),
+        IndexSpec(  # "w#<n>": only executions waiting for admission
+            "waiting-index", KeySpec("waitingShard"), SORT_KEY, projection="INCLUDE", non_key_attributes=("userId",)
+        ),
     ),
+    ttl_attribute="expiresAt",
+)
+# One item per user: the executions admitted to a backend's queue (a string set of ids), how many wait, and the
+# usage of the current UTC day (functions/executions/admission.py).
+ADMISSION = TableSpec(
+    logical_id="admission",
+    env_var="ADMISSION_TABLE",
+    hash_key=KeySpec("userId"),
     ttl_attribute="expiresAt",
 )
 IDEMPOTENCY = TableSpec(
@@ -139,7 +165,7 @@ THROTTLES = TableSpec(
     ttl_attribute="expiresAt",
 )
 TABLES: tuple[TableSpec, ...] = (USERS, REFRESH_TOKENS, PIPELINES, RATINGS, EXECUTIONS, IDEMPOTENCY)
-TABLES += (SESSIONS, THROTTLES)
+TABLES += (SESSIONS, THROTTLES, ADMISSION)
 
 PIPELINES_BUCKET = BucketSpec("pipelines", "PIPELINES_BUCKET", versioned=True)
 UPLOADS_BUCKET = BucketSpec("uploads", "UPLOADS_BUCKET", expire_days=30, cors_put=True)

@@ -45,6 +45,8 @@ class Settings(BaseModel):
     sessions_table: str = res.SESSIONS.physical_name(res.DEFAULT_STAGE)
     throttles_table: str = res.THROTTLES.physical_name(res.DEFAULT_STAGE)
 
+    admission_table: str
+
     pipelines_bucket: str
     uploads_bucket: str
     results_bucket: str
@@ -74,6 +76,13 @@ class Settings(BaseModel):
     upload_max_bytes: int = 10 * _MiB
     idempotency_ttl_s: int = 24 * 3600
     execution_deadline_s: int = Field(default=3600, ge=60)
+    # Fair share and quotas per user (API.md "Limits, fairness and hostile input"; docs/ops.md).
+    max_active_executions: int = Field(default=4, ge=1, le=100)  # admitted to a queue or running
+    max_queued_executions: int = Field(default=100, ge=1, le=10000)  # non-final, admitted or waiting
+    daily_gpu_seconds: float | None = Field(default=None, gt=0)  # None: no daily quota
+    # The results consumer writes an execution's progress at most this often (each write is a write unit).
+    progress_write_interval_s: float = Field(default=2.0, ge=0)
+    execution_record_ttl_days: int = Field(default=31, ge=1)  # the results bucket keeps outputs 30 days
 
     # Models: name -> source, and the default model of each stage type.
     models: dict[str, ModelSource] = Field(default_factory=dict)

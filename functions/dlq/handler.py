@@ -24,7 +24,7 @@ def record_handler(record: SQSRecord) -> None:
     except PoisonMessage as exc:
         logger.error("dropping a malformed dead-lettered message", message_id=record.message_id, reason=exc.message)
         return
-    if fail_dead_lettered(execution_deps().store, message):
+    if fail_dead_lettered(execution_deps(), message):
         logger.warning("execution failed: retries exhausted", execution_id=message.execution_id)
         metrics.add_metric(name=telemetry.EXECUTIONS_DEAD_LETTERED, unit=MetricUnit.Count, value=1)
 

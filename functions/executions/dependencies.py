@@ -31,6 +31,7 @@ def execution_deps() -> ExecutionDeps:
 
 
 def _build(settings: Settings) -> ExecutionDeps:
+    from functions.executions.backends import BackendStats
     from functions.executions.logic import ExecutionDeps
     from functions.executions.store import ExecutionStore
     from shared.aws import client
@@ -39,9 +40,11 @@ def _build(settings: Settings) -> ExecutionDeps:
     from shared.storage import BlobStore
 
     bind_models(settings)
+    queues = QueueClient(client("sqs", settings))
     return ExecutionDeps(
         settings=settings,
         store=ExecutionStore(),
         blobs=BlobStore(client("s3", settings)),
-        queues=QueueClient(client("sqs", settings)),
+        queues=queues,
+        backends=BackendStats(settings, queues, lambda: client("cloudwatch", settings)),
     )

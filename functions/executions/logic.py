@@ -1,13 +1,16 @@
 """Executions: submit (validate, resolve, persist, enqueue), read, list, cancel, delete, and fetch results.
 
 Plain Python: no API Gateway here. Collaborators (the record store, S3, SQS, settings) come in `ExecutionDeps`.
-Submission order keeps nothing lost: request.json, then the QUEUED record, then the in-queue message; a failed
-send turns the record FAILED, so no record waits QUEUED for a message that does not exist.
+Submission order keeps nothing lost: request.json, then the QUEUED record (admitted, or waiting for admission:
+see `functions.executions.admission`), then the in-queue message; a failed send turns an admitted record FAILED,
+so no record waits QUEUED for a message that does not exist.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,13 +20,23 @@ from typing import Any
 from pydantic import ValidationError
 from pynamodb.exceptions import PynamoDBException
 
+from functions.executions import admission
+from functions.executions.backends import BackendStats
 from functions.executions.schemas import SubmitExecution
 from functions.executions.store import ExecutionStore, StoreUnavailable, user_status
 from functions.pagination import Page, check_cursor
 from functions.webhooks.events import EventKind, publish_execution_change
 from functions.webhooks.subscription import check_subscription, subscription_attributes
 from shared import resources as res
-from shared.errors import Conflict, NotFound, ServiceUnavailable, StagehubError, ValidationFailed
+from shared.errors import (
+    Conflict,
+    IdempotencyMismatch,
+    NotFound,
+    QuotaExceeded,
+    ServiceUnavailable,
+    StagehubError,
+    ValidationFailed,
+)
 from shared.ids import is_id as _is_id
 from shared.messages import ExecutionStatus, InQueueMessage, utc_now_iso
 from shared.models import ExecutionRecord, PipelineRecord
@@ -64,6 +77,7 @@ class ExecutionDeps:
     store: ExecutionStore
     blobs: BlobStore
     queues: QueueClient
+    backends: BackendStats | None = None  # GET /backends only
 
 
 @dataclass(frozen=True)
@@ -100,25 +114,31 @@ class _Problems:
 
 def submit_execution(submission: Submission, deps: ExecutionDeps) -> Submitted:
     key = _scoped_idempotency_key(submission)
+    request_hash = _request_hash(submission)
     now = datetime.now(UTC)
     if key is not None:
-        replayed = _replay(key, submission.user_id, deps, now)
+        replayed = _replay(key, submission.user_id, request_hash, deps, now)
         if replayed is not None:
             return Submitted(replayed, created=False)
     check_subscription(submission.body, deps.settings)
     stages = load_pipeline_stages(submission.pipeline_id, deps)
     execution_id = str(uuid.uuid4())
     request = resolve_request(execution_id, submission, stages, deps)
+    admission.check_quotas(submission.user_id, deps, now)
     if key is not None and not deps.store.claim_idempotency_key(
-        key, execution_id, now + timedelta(seconds=deps.settings.idempotency_ttl_s), now
+        key, execution_id, request_hash, now + timedelta(seconds=deps.settings.idempotency_ttl_s), now
     ):
-        return Submitted(_await_winner(key, submission.user_id, deps, now), created=False)
+        return Submitted(_await_winner(key, submission.user_id, request_hash, deps, now), created=False)
     try:
-        record = _persist(request, deps, submission.body)
+        record, admitted = _persist(request, deps, now, submission.body)
     except StagehubError:
         if key is not None:
             deps.store.release_idempotency_key(key, execution_id)
         raise
+    if not admitted:
+        # It waits behind the user's earlier executions; one of them may have ended meanwhile.
+        admission.admit_next_quietly(submission.user_id, deps)
+        return Submitted(record, created=True)
     try:
         _enqueue(record, deps)
     except StagehubError as exc:
@@ -138,24 +158,42 @@ def _scoped_idempotency_key(submission: Submission) -> str | None:
     return f"{submission.user_id}#{key}"
 
 
-def _replay(key: str, user_id: str, deps: ExecutionDeps, now: datetime) -> ExecutionRecord | None:
-    execution_id = deps.store.idempotent_execution_id(key, now)
-    if execution_id is None:
-        return None
-    record = deps.store.get(execution_id)
-    if record is None or record.user_id != user_id:
+def _request_hash(submission: Submission) -> str:
+    """What an Idempotency-Key promises to repeat: the pipeline and the body (canonical JSON, SHA-256)."""
+    body = submission.body.model_dump(mode="json", by_alias=True, exclude_none=True)
+    canonical = json.dumps({"pipelineId": submission.pipeline_id, "body": body}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _claimed_execution(
+    key: str, user_id: str, request_hash: str, deps: ExecutionDeps, now: datetime
+) -> tuple[bool, ExecutionRecord | None]:
+    """(whether the key is claimed, the claim's execution once written); 422 when the request differs."""
+    claim = deps.store.idempotency_claim(key, now)
+    if claim is None:
+        return False, None
+    if claim.request_hash is not None and claim.request_hash != request_hash:
+        raise IdempotencyMismatch("this Idempotency-Key was used with another pipeline or body")
+    record = deps.store.get(claim.execution_id)
+    if record is None or record.user_id != user_id or record.deleted_at:
+        return True, None
+    return True, record
+
+
+def _replay(key: str, user_id: str, request_hash: str, deps: ExecutionDeps, now: datetime) -> ExecutionRecord | None:
+    claimed, record = _claimed_execution(key, user_id, request_hash, deps, now)
+    if claimed and record is None:
         # The key's execution was created and then deleted by its owner.
         raise Conflict("the execution created with this Idempotency-Key was deleted")
     return record
 
 
-def _await_winner(key: str, user_id: str, deps: ExecutionDeps, now: datetime) -> ExecutionRecord:
+def _await_winner(key: str, user_id: str, request_hash: str, deps: ExecutionDeps, now: datetime) -> ExecutionRecord:
     """Another request with the same key won the claim: answer with its execution once it is written."""
     deadline = time.monotonic() + IDEMPOTENCY_WAIT_S
     while True:
-        execution_id = deps.store.idempotent_execution_id(key, now)
-        record = deps.store.get(execution_id) if execution_id else None
-        if record is not None and record.user_id == user_id:
+        _claimed, record = _claimed_execution(key, user_id, request_hash, deps, now)
+        if record is not None:
             return record
         if time.monotonic() > deadline:
             raise Conflict("a request with this Idempotency-Key is still in progress; retry shortly")
@@ -324,7 +362,10 @@ def _check_image(uri: str | None, user_id: str, deps: ExecutionDeps, problems: _
     return str(location)
 
 
-def _persist(request: ExecutionRequest, deps: ExecutionDeps, body: SubmitExecution | None = None) -> ExecutionRecord:
+def _persist(
+    request: ExecutionRequest, deps: ExecutionDeps, now: datetime, body: SubmitExecution | None = None
+) -> tuple[ExecutionRecord, bool]:
+    """request.json, then the QUEUED record with its admission; (record, admitted at once)."""
     settings, execution_id = deps.settings, request.execution_id
     uri = deps.blobs.put_json(settings.results_bucket, request_key(execution_id), request.to_json())
     status = ExecutionStatus.QUEUED
@@ -343,9 +384,15 @@ def _persist(request: ExecutionRequest, deps: ExecutionDeps, body: SubmitExecuti
         user_status=user_status(request.user_id, status),
         pipeline_user=f"{request.pipeline_id}#{request.user_id}",
         **subscription_attributes(body),
+        # Consistent with the results' lifecycle: the record outlives its outputs by a day at most.
+        expires_at=now + timedelta(days=settings.execution_record_ttl_days),
     )
-    deps.store.create(record)
-    return record
+    try:
+        return record, admission.enter(record, deps, now)
+    except QuotaExceeded:
+        with contextlib.suppress(StagehubError):
+            deps.blobs.delete_prefix(settings.results_bucket, execution_prefix(execution_id))
+        raise
 
 
 def _enqueue(record: ExecutionRecord, deps: ExecutionDeps) -> None:
@@ -356,19 +403,28 @@ def _enqueue(record: ExecutionRecord, deps: ExecutionDeps) -> None:
 def _fail_unsent(record: ExecutionRecord, deps: ExecutionDeps) -> None:
     error = {"code": "ENQUEUE_FAILED", "message": "the execution could not be queued"}
     try:
-        if deps.store.finish(record, ExecutionStatus.FAILED, utc_now_iso(), error=error, started=False) is None:
-            deps.store.delete(record.execution_id)
+        failed = deps.store.finish(
+            record.execution_id,
+            record.user_id,
+            ExecutionStatus.FAILED,
+            utc_now_iso(),
+            error=error,
+            from_status=ExecutionStatus.QUEUED,
+        )
     except StoreUnavailable:
+        failed = None
+    if failed is None:
         deps.store.delete(record.execution_id)
+    admission.ended_quietly(record.user_id, record.execution_id, deps)
 
 
 # --- reads ---
 
 
 def get_own_execution(execution_id: str, user_id: str, deps: ExecutionDeps) -> ExecutionRecord:
-    """The caller's execution; NotFound for unknown ids and for other users' executions alike."""
+    """The caller's execution; NotFound for unknown, deleted and other users' executions alike."""
     record = deps.store.get(execution_id) if _is_id(execution_id) else None
-    if record is None or record.user_id != user_id:
+    if record is None or record.user_id != user_id or record.deleted_at:
         raise NotFound("no such execution")
     return record
 
@@ -432,27 +488,98 @@ _CANCEL_ATTEMPTS = 5
 
 
 def cancel_execution(execution_id: str, user_id: str, deps: ExecutionDeps) -> ExecutionRecord:
-    """QUEUED -> CANCELLED at once; RUNNING -> cancelRequested; final -> Conflict. Races re-read and retry."""
+    """QUEUED -> CANCELLED at once (waiting or admitted); RUNNING -> cancelRequested; final -> Conflict.
+
+    Races re-read and retry. A cancelled queued execution frees its slot at once (an admitted one's message
+    is skipped by the worker, which sees the final status).
+    """
     for _ in range(_CANCEL_ATTEMPTS):
         record = get_own_execution(execution_id, user_id, deps)
         status = ExecutionStatus(record.status)
         if status.is_final:
             raise Conflict(f"the execution is already {status}")
-        if status is ExecutionStatus.QUEUED:
-            changed = deps.store.cancel_queued(record, utc_now_iso())
-            publish_execution_change(changed, EventKind.COMPLETED)
-        else:
+        at = utc_now_iso()
+        changed: ExecutionRecord | None
+        if status is ExecutionStatus.RUNNING:
             changed = deps.store.request_cancel(record)
+        elif record.waiting_shard:
+            changed = record if deps.store.finish_waiting(record, ExecutionStatus.CANCELLED, at) else None
+            if changed is not None:
+                changed = get_own_execution(execution_id, user_id, deps)
+        else:
+            changed = deps.store.cancel_queued(record, at)
         if changed is not None:
+            if status is ExecutionStatus.QUEUED:
+                publish_execution_change(changed, EventKind.COMPLETED)
+                admission.ended_quietly(user_id, execution_id, deps)
             return changed
     raise ServiceUnavailable("the execution kept changing; try again")
 
 
 def delete_execution(execution_id: str, user_id: str, deps: ExecutionDeps) -> None:
-    """Cancel if still open, delete every object under the execution's prefix, then the record."""
+    """Tombstone (deletedAt), end it if still open, purge its results, then remove the record (contract C2).
+
+    From the tombstone on, no out-queue event applies to the record and the worker writes nothing more for
+    it; a finished event that was already on its way makes the results consumer purge the prefix again.
+    """
     record = get_own_execution(execution_id, user_id, deps)
+    at = utc_now_iso()
+    if deps.store.tombstone(execution_id, at) is None:
+        raise NotFound("no such execution")
     if not ExecutionStatus(record.status).is_final:
-        with contextlib.suppress(Conflict):  # it finished meanwhile: nothing to cancel
-            cancel_execution(execution_id, user_id, deps)
+        if record.waiting_shard:
+            ended = deps.store.finish_waiting(record, ExecutionStatus.CANCELLED, at)
+        else:
+            ended = deps.store.end_deleted(record, at) is not None
+        if ended:
+            admission.ended_quietly(user_id, execution_id, deps)
     deps.blobs.delete_prefix(deps.settings.results_bucket, execution_prefix(execution_id))
     deps.store.delete(execution_id)
+
+
+# --- wait (API.md "Wait": Prefer: wait=N) ---
+
+WAIT_MAX_S = 25
+# Reads while waiting: growing intervals, then every 4 s, so a 25 s wait costs 10 reads at most.
+_WAIT_INTERVALS_S = (0.25, 0.5, 1.0, 2.0, 3.0)
+_WAIT_LAST_INTERVAL_S = 4.0
+
+
+def wait_intervals(wait_s: float) -> list[float]:
+    """The pauses between the reads of a wait of `wait_s` seconds (they add up to it)."""
+    pauses: list[float] = []
+    left = wait_s
+    for step in (*_WAIT_INTERVALS_S, *([_WAIT_LAST_INTERVAL_S] * int(wait_s // _WAIT_LAST_INTERVAL_S + 1))):
+        if left <= 0:
+            break
+        pauses.append(min(step, left))
+        left -= pauses[-1]
+    return pauses
+
+
+def wait_until_final(
+    record: ExecutionRecord, deps: ExecutionDeps, wait_s: float, sleep: Any = time.sleep
+) -> ExecutionRecord:
+    """The execution once final, or as it is after `wait_s` seconds; one consistent read per pause."""
+    for pause in wait_intervals(wait_s):
+        if ExecutionStatus(record.status).is_final:
+            break
+        sleep(pause)
+        current = deps.store.get(record.execution_id)
+        if current is None or current.deleted_at:
+            break  # deleted while waiting: answer with what was seen last
+        record = current
+    return record
+
+
+# --- usage and backends ---
+
+
+def user_usage(user_id: str, deps: ExecutionDeps) -> dict[str, Any]:
+    return admission.usage_view(user_id, deps)
+
+
+def backend_status(deps: ExecutionDeps) -> dict[str, Any]:
+    if deps.backends is None:
+        raise ServiceUnavailable("backend figures are not available here")
+    return {"items": deps.backends.all()}

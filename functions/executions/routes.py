@@ -15,10 +15,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.executions.dependencies import execution_deps
 from functions.executions.schemas import (
+    BackendList,
     Execution,
     ExecutionPage,
     ExecutionResult,
     SubmitExecution,
+    UserUsage,
     execution_view,
 )
 from functions.http import caller_id
@@ -28,6 +30,8 @@ from functions.pagination import Cursor, Limit, Page, decode_cursor, encode_curs
 from shared.telemetry import DIM_STAGE, EXECUTIONS_SUBMITTED
 
 router = APIGatewayRouter()
+WAIT_MAX_S = 25  # API.md: 1 <= N <= 25
+WAIT_MARGIN_S = 2.0  # left of the invocation after a wait, to answer
 
 
 def _json(status: int, body: Any) -> Response[Any]:
@@ -38,6 +42,34 @@ def _caller() -> str:
     return caller_id(router)
 
 
+def _header(name: str) -> str | None:
+    headers = router.current_event.headers or {}
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def preferred_wait(prefer: str | None) -> int | None:
+    """`Prefer: wait=N` (RFC 7240), N seconds capped to 1-25; None without it (or with no valid wait)."""
+    for preference in (prefer or "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait" and value.strip().isdigit() and int(value) >= 1:
+            return min(int(value), WAIT_MAX_S)
+    return None
+
+
+def _wait_budget(wanted: int) -> float:
+    """The wait asked for, within what is left of this invocation (API Gateway answers 504 at 29 s)."""
+    context = router.lambda_context
+    remaining_s = context.get_remaining_time_in_millis() / 1000 if context is not None else float(wanted)
+    return max(0.0, min(float(wanted), remaining_s - WAIT_MARGIN_S))
+
+
+def _answer(status: int, body: Any, wait: int | None) -> Response[Any]:
+    response = _json(status, body)
+    if wait is not None:
+        response.headers["Preference-Applied"] = f"wait={wait}"
+    return response
+
+
 def _page(page: Page[Any]) -> dict[str, Any]:
     return {"items": [execution_view(r) for r in page.records], "nextCursor": encode_cursor(page.last_key)}
 
@@ -45,20 +77,25 @@ def _page(page: Page[Any]) -> dict[str, Any]:
 @router.post(
     "/pipelines/<pipelineId>/executions",
     summary="Run a pipeline",
-    responses=responses(202, "Queued", 400, 404, 409, 422, 503),
+    responses=responses(
+        202, "Queued (admitted, or waiting behind the caller's earlier executions)", 400, 404, 409, 422, 429, 503
+    ),
 )
 def submit(pipelineId: str, body: Annotated[SubmitExecution | None, Body()] = None) -> Response[Execution]:  # noqa: N803
     from functions.executions import logic
 
-    headers = router.current_event.headers or {}
-    key = next((v for k, v in headers.items() if k.lower() == "idempotency-key"), None)
+    key = _header("idempotency-key")
+    wait = preferred_wait(_header("prefer"))
     submission = logic.Submission(caller_id(router), pipelineId, body or SubmitExecution(), key)  # type: ignore[arg-type]
     deps = execution_deps()
     submitted = logic.submit_execution(submission, deps)
     if submitted.created:
         metrics.add_dimension(name=DIM_STAGE, value=deps.settings.stage)
         metrics.add_metric(name=EXECUTIONS_SUBMITTED, unit=MetricUnit.Count, value=1)
-    return _json(202, execution_view(submitted.record))
+    record = submitted.record
+    if wait is not None:
+        record = logic.wait_until_final(record, deps, _wait_budget(wait))
+    return _answer(202, execution_view(record), wait)
 
 
 @router.get(
@@ -92,10 +129,15 @@ def list_mine(
 
 
 @router.get("/executions/<executionId>", summary="An execution", responses=responses(200, "The execution", 404))
-def get_one(executionId: str) -> Execution:  # noqa: N803
+def get_one(executionId: str) -> Response[Execution]:  # noqa: N803
     from functions.executions import logic
 
-    return execution_view(logic.get_own_execution(executionId, _caller(), execution_deps()))  # type: ignore[return-value]
+    wait = preferred_wait(_header("prefer"))
+    deps = execution_deps()
+    record = logic.get_own_execution(executionId, _caller(), deps)
+    if wait is not None:
+        record = logic.wait_until_final(record, deps, _wait_budget(wait))
+    return _answer(200, execution_view(record), wait)
 
 
 @router.get(
@@ -130,3 +172,26 @@ def delete(executionId: str) -> Response[None]:  # noqa: N803
 
     logic.delete_execution(executionId, _caller(), execution_deps())
     return Response(status_code=204)
+
+
+@router.get(
+    "/users/me/usage",
+    summary="The caller's usage today and open executions, with the limits",
+    responses=responses(200, "Usage"),
+)
+def usage() -> UserUsage:
+    from functions.executions import logic
+
+    return logic.user_usage(_caller(), execution_deps())  # type: ignore[return-value]
+
+
+@router.get(
+    "/backends",
+    summary="Each backend's queue, running executions, workers and estimated wait",
+    responses=responses(200, "Backends", 503),
+)
+def backends() -> BackendList:
+    from functions.executions import logic
+
+    _caller()
+    return logic.backend_status(execution_deps())  # type: ignore[return-value]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from shared.messages import ErrorInfo, ExecutionStatus, Progress
+from shared.messages import ErrorInfo, ExecutionStatus, ExecutionUsage, Progress
 
 if TYPE_CHECKING:
     from shared.models import ExecutionRecord  # pynamodb: not loaded when only the API shapes are needed
@@ -48,6 +48,7 @@ class Execution(_Api):
     started_at: str | None = Field(default=None, alias="startedAt")
     finished_at: str | None = Field(default=None, alias="finishedAt")
     cancel_requested: bool = Field(default=False, alias="cancelRequested")
+    usage: ExecutionUsage | None = Field(default=None, description="Device time, once the execution is final")
 
 
 class ExecutionPage(_Api):
@@ -75,18 +76,65 @@ class ExecutionResult(_Api):
     expires_in: int = Field(alias="expiresIn")
 
 
+class UsageLimits(_Api):
+    max_active_executions: int = Field(alias="maxActiveExecutions")
+    max_queued_executions: int = Field(alias="maxQueuedExecutions")
+    daily_gpu_seconds: float | None = Field(alias="dailyGpuSeconds")
+
+
+class UserUsage(_Api):
+    """`GET /users/me/usage`: today's (UTC) ended executions and GPU seconds, and the caller's open ones."""
+
+    day: str
+    executions: int
+    gpu_seconds: float = Field(alias="gpuSeconds")
+    active: int
+    waiting: int
+    limits: UsageLimits
+
+
+class Backend(_Api):
+    name: str
+    queued: int
+    running: int
+    workers: int
+    estimated_wait_seconds: int | None = Field(alias="estimatedWaitSeconds")
+
+
+class BackendList(_Api):
+    items: list[Backend]
+
+
+_NO_USAGE = {"gpuSeconds": 0.0, "stages": []}
+
+
+def _progress(record: ExecutionRecord) -> dict[str, Any] | None:
+    """Stored progress; a SUCCEEDED execution shows its last stage and step at 100 % (never written as such)."""
+    progress = record.progress
+    if record.status != ExecutionStatus.SUCCEEDED:
+        return progress  # type: ignore[no-any-return]
+    base: dict[str, Any] = dict(progress or {"stage": 1, "stages": 1, "step": 0, "steps": 0})
+    base["stages"] = max(int(base.get("stages") or 1), 1)
+    base["stage"] = base["stages"]
+    base["step"] = base.get("steps", 0)
+    base["percent"] = 100
+    return base
+
+
 def execution_view(record: ExecutionRecord) -> dict[str, Any]:
     """The API's execution object for a record (every key present; absent times and errors are null)."""
+    final = ExecutionStatus(record.status).is_final
     return {
         "executionId": record.execution_id,
         "pipelineId": record.pipeline_id,
         "userId": record.user_id,
         "backend": record.backend,
         "status": record.status,
-        "progress": record.progress,
+        "progress": _progress(record),
         "error": record.error,
         "createdAt": record.created_at,
         "startedAt": record.started_at,
         "finishedAt": record.finished_at,
         "cancelRequested": bool(record.cancel_requested),
+        "usage": (record.usage or _NO_USAGE) if final else None,
     }

@@ -31,7 +31,7 @@ def record_handler(record: SQSRecord) -> None:
     except PoisonMessage as exc:
         logger.error("dropping a malformed out-queue message", message_id=record.message_id, reason=exc.message)
         return
-    transition = apply_out_event(execution_deps().store, message)
+    transition = apply_out_event(execution_deps(), message)
     logger.debug("out-queue event", execution_id=message.execution_id, event=message.event, applied=transition)
     if transition is not None:
         metrics.add_metric(name=TRANSITION_METRICS[transition], unit=MetricUnit.Count, value=1)

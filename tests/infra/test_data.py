@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from aws_cdk import assertions
 
@@ -40,7 +42,10 @@ def test_table_keys_indexes_and_protection(synthesized: Synthesized, spec: res.T
         if index.range_key:
             schema.append({"AttributeName": index.range_key.name, "KeyType": "RANGE"})
         assert indexes[index.name]["KeySchema"] == schema
-        assert indexes[index.name]["Projection"] == {"ProjectionType": "ALL"}
+        expected: dict[str, Any] = {"ProjectionType": index.projection}
+        if index.non_key_attributes:
+            expected["NonKeyAttributes"] = list(index.non_key_attributes)
+        assert indexes[index.name]["Projection"] == expected
     if spec.ttl_attribute:
         assert props["TimeToLiveSpecification"] == {"AttributeName": spec.ttl_attribute, "Enabled": True}
     else:

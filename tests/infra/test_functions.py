@@ -24,7 +24,7 @@ def _function(synthesized: Synthesized, name: str) -> dict[str, Any]:
 
 
 def test_one_function_per_api_function_plus_authorizer_and_consumers(synthesized: Synthesized) -> None:
-    expected = {*routes.API_FUNCTIONS, "authorizer", "results", "dlq", "webhooksender"}
+    expected = {*routes.API_FUNCTIONS, "authorizer", "results", "dlq", "webhooksender", "sweep"}
     assert set(synthesized.stack.functions.functions) == expected
     # Besides them: the GPU fleets' starter, and CDK's providers of the fleet's instance refresh (infra/gpu_fleet)
     # and of the VPC's default security group restriction (feature flag @aws-cdk/aws-ec2:restrictDefaultSecurityGroup).
@@ -145,16 +145,36 @@ def test_executions_send_to_in_queues_and_manage_results(synthesized: Synthesize
     assert synthesized.logical_id(stack.data.table(res.PIPELINES)) not in _resources_of(statements, "dynamodb:PutItem")
 
 
-@pytest.mark.parametrize("name", ["results", "dlq", "docs"])
-def test_consumers_and_docs_touch_no_bucket_or_queue_send(synthesized: Synthesized, name: str) -> None:
-    statements = _statements(synthesized, name)
-    actions = _actions(statements)
-    # The consumers publish webhook events to the webhook queue, and send to nothing else.
-    webhooks = synthesized.logical_id(synthesized.stack.queues.webhooks.queue)
-    sends = [s for s in statements if "sqs:SendMessage" in _actions([s])]
-    assert all(json.dumps(s["Resource"]) == json.dumps({"Fn::GetAtt": [webhooks, "Arn"]}) for s in sends)
-    assert bool(sends) == (name != "docs")
+def test_docs_touches_no_bucket_or_queue_send(synthesized: Synthesized) -> None:
+    actions = _actions(_statements(synthesized, "docs"))
+    assert "sqs:SendMessage" not in actions
     assert not any(action.startswith("s3:") for action in actions)
+
+
+@pytest.mark.parametrize("name", ["results", "dlq", "sweep"])
+def test_ending_paths_admit_the_next_into_the_in_queues_only(synthesized: Synthesized, name: str) -> None:
+    """Every path that ends an execution admits the user's next one: the admission table and an in-queue send."""
+    statements = _statements(synthesized, name)
+    stack = synthesized.stack
+    send = _resources_of(statements, "sqs:SendMessage")
+    for pair in stack.queues.in_queues.values():
+        assert synthesized.logical_id(pair.queue) in send
+    assert synthesized.logical_id(stack.queues.out.queue) not in send
+    assert synthesized.logical_id(stack.data.table(res.ADMISSION)) in _resources_of(statements, "dynamodb:UpdateItem")
+    s3_actions = {action for action in _actions(statements) if action.startswith("s3:")}
+    if name == "results":  # a deleted execution's late outputs are purged
+        assert "s3:PutObject" not in s3_actions
+        assert synthesized.logical_id(stack.data.bucket(res.RESULTS_BUCKET)) in _resources_of(
+            statements, "s3:DeleteObject*"
+        )
+    else:
+        assert s3_actions == set()
+
+
+def test_the_sweep_runs_every_minute(synthesized: Synthesized) -> None:
+    sweep = synthesized.logical_id(synthesized.stack.functions["sweep"])
+    rules = [r for r in synthesized.of_type("AWS::Events::Rule").values() if sweep in json.dumps(r["Properties"])]
+    assert [rule["Properties"]["ScheduleExpression"] for rule in rules] == ["rate(1 minute)"]
 
 
 def test_event_sources_report_batch_item_failures(synthesized: Synthesized) -> None:
@@ -203,3 +223,21 @@ def test_webhook_roles_hold_only_what_their_code_calls(synthesized: Synthesized)
     assert synthesized.logical_id(stack.queues.webhooks.queue) in _resources_of(
         _statements(synthesized, "executions"), "sqs:SendMessage"
     )
+
+
+def test_fair_share_settings_reach_every_function_from_context(synthesized: Synthesized) -> None:
+    for spec in SPECS:
+        env = _function(synthesized, spec.name)["Environment"]["Variables"]
+        assert (env["MAX_ACTIVE_EXECUTIONS"], env["MAX_QUEUED_EXECUTIONS"]) == ("4", "100")
+        assert "DAILY_GPU_SECONDS" not in env  # off by default
+
+
+def test_fair_share_context_is_validated() -> None:
+    from infra.config import StagehubConfig
+
+    assert StagehubConfig(daily_gpu_seconds=3600).admission_environment()["DAILY_GPU_SECONDS"] == "3600"
+    for bad in ({"max_active_executions": 0}, {"max_active_executions": 5, "max_queued_executions": 4}):
+        with pytest.raises(ValueError, match="maxActiveExecutions"):
+            StagehubConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dailyGpuSeconds"):
+        StagehubConfig(daily_gpu_seconds=0)

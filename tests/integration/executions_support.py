@@ -163,6 +163,8 @@ def private_queues(
     monkeypatch.setenv("IN_QUEUE_URL", in_url)
     monkeypatch.setenv("OUT_QUEUE_URL", out_url)
     monkeypatch.setenv("OUT_DLQ_URL", out_dlq)
+    # Every progress event is written (the consumer's throttle is tested on its own).
+    monkeypatch.setenv("PROGRESS_WRITE_INTERVAL_S", "0")
     get_settings.cache_clear()
     settings = get_settings()
     bind_models(settings)

@@ -22,6 +22,7 @@ from tests.integration.executions_support import (
     private_queues,
     sqs_event,
     submit,
+    write_results,
 )
 
 
@@ -72,7 +73,7 @@ def test_a_final_execution_stays_as_it_is(env: Settings) -> None:
     user, execution_id = _queued(env)
     from functions.results.handler import lambda_handler as results_handler
 
-    finished = out_event(execution_id, "finished", success=True, executionUri="s3://b/result.json")
+    finished = out_event(execution_id, "finished", success=True, executionUri=write_results(env, execution_id))
     results_handler(sqs_event([finished], env.out_queue_url), lambda_context("results"))  # type: ignore[arg-type]
     message = json.dumps({"executionId": execution_id, "resUri": "s3://b/request.json", "version": 1})
     dlq = env.backend_dlqs[res.DEFAULT_BACKEND]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -11,11 +12,13 @@ import pytest
 
 from functions.executions import logic
 from functions.executions.dependencies import execution_deps
+from functions.executions.handler import lambda_handler as executions_handler
 from functions.executions.schemas import SubmitExecution
 from functions.results.handler import lambda_handler as results_handler
 from local.consumers import lambda_context
 from shared.aws import client
 from shared.errors import ServiceUnavailable
+from shared.models import AdmissionRecord, ExecutionRecord
 from shared.queues import QueueUnavailable
 from shared.settings import Settings
 from shared.stages import ExecutionRequest, request_key
@@ -24,6 +27,7 @@ from tests.integration.executions_support import (
     OTHER_BACKEND,
     TXT2IMG,
     TXT2TXT,
+    api_event,
     call_api,
     make_pipeline,
     new_id,
@@ -48,6 +52,7 @@ EXECUTION_KEYS = {
     "startedAt",
     "finishedAt",
     "cancelRequested",
+    "usage",
 }
 
 
@@ -471,3 +476,145 @@ def test_submitted_metric_counts_creations_not_replays(
         submit(pipeline, user, {"variables": {"subject": "x"}}, headers={"Idempotency-Key": key})
     submit(pipeline, user, {"variables": {}})  # invalid: nothing created
     assert emitted == [telemetry.EXECUTIONS_SUBMITTED]
+
+
+# --- hostile input: idempotency, delete racing completion, forged results ---
+
+
+def test_an_idempotency_key_reused_with_another_pipeline_or_body_is_422(env: Settings, pipeline: str) -> None:
+    user, key = new_id(), new_id()
+    headers = {"Idempotency-Key": key}
+    first = submit(pipeline, user, {"variables": {"subject": "x"}}, headers=headers)
+    assert first[0] == 202
+    other_pipeline = make_pipeline(env, [TXT2TXT])
+    for pipeline_id, request_body in [
+        (other_pipeline, {"variables": {"subject": "x"}}),
+        (pipeline, {"variables": {"subject": "y"}}),
+        (pipeline, {"variables": {"subject": "x"}, "parameters": {"1": {"steps": 3}}}),
+    ]:
+        status, body = submit(pipeline_id, user, request_body, headers=headers)
+        assert (status, body["code"]) == (422, "IDEMPOTENCY_MISMATCH")
+    assert submit(pipeline, user, {"variables": {"subject": "x"}}, headers=headers)[1] == first[1]
+    assert len(received_bodies(env, env.backend_queues["gpu-fleet"])) == 1
+
+
+def test_a_delete_racing_completion_leaves_nothing_behind(env: Settings, pipeline: str) -> None:
+    user = new_id()
+    execution_id = _queued(pipeline, user)["executionId"]
+    results_handler(sqs_event([out_event(execution_id, "started")], env.out_queue_url), lambda_context("results"))  # type: ignore[arg-type]
+    deps = execution_deps()
+    # The DELETE has written its tombstone; the worker, not yet aware, finishes and writes its outputs.
+    assert deps.store.tombstone(execution_id, "2026-01-01T00:00:00.000Z") is not None
+    assert call_api("GET", f"/executions/{execution_id}", user)[0] == 404
+    uri = write_results(env, execution_id)
+    _finish(env, execution_id, success=True, executionUri=uri)
+    assert ExecutionRecord.get(execution_id).status == "RUNNING"  # the event did not apply to a tombstone
+    assert call_api("DELETE", f"/executions/{execution_id}", user)[0] == 404  # mid-delete: already going
+    # The delete finishes (purge, then the record); a late finished event purges what the worker wrote after.
+    deps.blobs.delete_prefix(env.results_bucket, f"executions/{execution_id}/")
+    deps.store.delete(execution_id)
+    write_results(env, execution_id)
+    _finish(env, execution_id, success=True, executionUri=uri)
+    listed = client("s3", env).list_objects_v2(Bucket=env.results_bucket, Prefix=f"executions/{execution_id}/")
+    assert listed.get("KeyCount", 0) == 0
+    with pytest.raises(ExecutionRecord.DoesNotExist):
+        ExecutionRecord.get(execution_id)
+
+
+def test_deleting_a_running_execution_frees_its_slot_and_tombstones_first(env: Settings, pipeline: str) -> None:
+    user = new_id()
+    execution_id = _queued(pipeline, user)["executionId"]
+    results_handler(sqs_event([out_event(execution_id, "started")], env.out_queue_url), lambda_context("results"))  # type: ignore[arg-type]
+    assert call_api("DELETE", f"/executions/{execution_id}", user) == (204, None)
+    assert AdmissionRecord.get(user).active_ids is None  # the slot is free again
+    _finish(env, execution_id, status="CANCELLED")  # the worker's late answer creates nothing
+    with pytest.raises(ExecutionRecord.DoesNotExist):
+        ExecutionRecord.get(execution_id)
+
+
+def test_a_forged_result_uri_is_refused(env: Settings, pipeline: str) -> None:
+    owner, victim_owner = new_id(), new_id()
+    victim = _queued(pipeline, victim_owner)["executionId"]
+    victim_uri = write_results(env, victim)
+    _finish(env, victim, success=True, executionUri=victim_uri)
+    forged = _queued(pipeline, owner)["executionId"]
+    _finish(env, forged, success=True, executionUri=victim_uri)  # another execution's manifest
+    assert call_api("GET", f"/executions/{forged}", owner)[1]["status"] == "QUEUED"
+    assert call_api("GET", f"/executions/{forged}/result", owner)[0] == 409
+
+
+# --- wait ---
+
+
+def test_prefer_wait_returns_as_soon_as_the_execution_ends(env: Settings, pipeline: str) -> None:
+    user = new_id()
+    execution_id = _queued(pipeline, user)["executionId"]
+    timer = threading.Timer(1.0, lambda: _finish(env, execution_id, status="FAILED"))
+    timer.start()
+    started = time.monotonic()
+    event = api_event("GET", f"/executions/{execution_id}", user, headers={"Prefer": "wait=20"})
+    response = executions_handler(event, lambda_context("executions"))  # type: ignore[arg-type]
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["status"] == "FAILED"
+    assert response["multiValueHeaders"]["Preference-Applied"] == ["wait=20"]
+    assert elapsed < 15  # well before the 20 s: at the read after the end
+
+
+def test_prefer_wait_answers_after_n_seconds_otherwise_and_nothing_waits_without_it(
+    env: Settings, pipeline: str
+) -> None:
+    user = new_id()
+    started = time.monotonic()
+    event = api_event(
+        "POST",
+        f"/pipelines/{pipeline}/executions",
+        user,
+        body={"variables": {"subject": "x"}},
+        headers={"Prefer": "wait=2"},
+    )
+    response = executions_handler(event, lambda_context("executions"))  # type: ignore[arg-type]
+    assert response["statusCode"] == 202
+    assert 2 <= time.monotonic() - started < 10
+    assert response["multiValueHeaders"]["Preference-Applied"] == ["wait=2"]
+    execution_id = json.loads(response["body"])["executionId"]
+    plain = executions_handler(api_event("GET", f"/executions/{execution_id}", user), lambda_context("executions"))  # type: ignore[arg-type]
+    assert "Preference-Applied" not in (plain.get("multiValueHeaders") or {})
+
+
+# --- backends ---
+
+
+def test_backends_report_the_queue_and_an_estimated_wait(env: Settings, pipeline: str) -> None:
+    user = new_id()
+    for _ in range(3):
+        _queued(pipeline, user)
+    sqs = client("sqs", env)
+    in_queue = env.backend_queues["gpu-fleet"]
+    sqs.receive_message(QueueUrl=in_queue, MaxNumberOfMessages=1, VisibilityTimeout=300)  # one running
+    queue_name = in_queue.rsplit("/", 1)[-1]
+    client("cloudwatch", env).put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "NumberOfMessagesDeleted",
+                "Dimensions": [{"Name": "QueueName", "Value": queue_name}],
+                "Value": 90.0,  # 90 done in the last 15 minutes: 0.1 a second
+                "Unit": "Count",
+            }
+        ],
+    )
+    status, body = call_api("GET", "/backends", user)
+    assert status == 200
+    by_name = {item["name"]: item for item in body["items"]}
+    assert set(by_name) == {"gpu-fleet", OTHER_BACKEND}
+    assert by_name["gpu-fleet"] == {
+        "name": "gpu-fleet",
+        "queued": 2,
+        "running": 1,
+        "workers": 1,
+        "estimatedWaitSeconds": 20,  # 2 queued at 0.1 a second
+    }
+    assert by_name[OTHER_BACKEND]["estimatedWaitSeconds"] == 0  # nothing queued
+    assert call_api("GET", "/backends", None)[0] == 401

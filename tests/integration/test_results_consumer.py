@@ -178,18 +178,18 @@ def test_a_database_outage_reports_only_that_record(
     other_id = body["executionId"]
     from functions.executions.store import ExecutionStore, StoreUnavailable
 
-    real_get = ExecutionStore.get
+    real_start = ExecutionStore.mark_started
 
-    def flaky_get(self: ExecutionStore, wanted: str) -> ExecutionRecord | None:
+    def flaky_start(self: ExecutionStore, wanted: str, *args: Any) -> ExecutionRecord | None:
         if wanted == execution_id:
             raise StoreUnavailable("throttled")
-        return real_get(self, wanted)
+        return real_start(self, wanted, *args)
 
-    monkeypatch.setattr(ExecutionStore, "get", flaky_get)
+    monkeypatch.setattr(ExecutionStore, "mark_started", flaky_start)
     event = sqs_event([out_event(execution_id, "started"), out_event(other_id, "started")], env.out_queue_url)
     response = lambda_handler(event, lambda_context("results"))  # type: ignore[arg-type]
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
-    monkeypatch.setattr(ExecutionStore, "get", real_get)
+    monkeypatch.setattr(ExecutionStore, "mark_started", real_start)
     assert execution(other_user, other_id)["status"] == "RUNNING"
     assert execution(user, execution_id)["status"] == "QUEUED"
 

@@ -20,6 +20,7 @@ from functions.routes import (
     AUTHORIZER_MODULE,
     DLQ_HANDLER_MODULE,
     RESULTS_CONSUMER_MODULE,
+    SWEEP_MODULE,
     WEBHOOK_SENDER_MODULE,
 )
 
@@ -65,6 +66,7 @@ DEFERRED: dict[str, tuple[str, ...]] = {
     # The queue consumers do not need the HTTP resolver at all.
     RESULTS_CONSUMER_MODULE: (*NOT_AUTHORIZER, "functions.http"),
     DLQ_HANDLER_MODULE: (*NOT_AUTHORIZER, "functions.http"),
+    SWEEP_MODULE: (*NOT_AUTHORIZER, "functions.http"),
 }
 # Webhooks: the secret and log API like the others; the sender loads its store and HTTP client on first use.
 DEFERRED[API_FUNCTIONS["webhooks"]] = (*NOT_AUTHORIZER, "functions.webhooks.logic", "functions.webhooks.store")
@@ -78,7 +80,7 @@ def _modules_loaded_by(module: str) -> set[str]:
 
 
 def test_every_handler_module_is_covered() -> None:
-    handlers = {*API_FUNCTIONS.values(), AUTHORIZER_MODULE, RESULTS_CONSUMER_MODULE, DLQ_HANDLER_MODULE}
+    handlers = {*API_FUNCTIONS.values(), AUTHORIZER_MODULE, RESULTS_CONSUMER_MODULE, DLQ_HANDLER_MODULE, SWEEP_MODULE}
     handlers.add(WEBHOOK_SENDER_MODULE)
     assert set(DEFERRED) == handlers
 

@@ -145,9 +145,18 @@ def test_execution_view_has_every_api_field_and_no_storage_fields() -> None:
         "startedAt",
         "finishedAt",
         "cancelRequested",
+        "usage",
     }
     assert view["startedAt"] is None
     assert view["cancelRequested"] is False
+    assert view["usage"] is None  # until it is final
+
+
+def test_a_succeeded_execution_shows_its_last_stage_at_100_percent() -> None:
+    progress = {"stage": 1, "stages": 2, "step": 7, "steps": 25, "percent": 40}
+    view = execution_view(record(ExecutionStatus.SUCCEEDED, progress=progress))
+    assert view["progress"] == {"stage": 2, "stages": 2, "step": 25, "steps": 25, "percent": 100}
+    assert view["usage"] == {"gpuSeconds": 0.0, "stages": []}
 
 
 def test_result_outputs_omit_absent_text_and_url() -> None:
@@ -164,3 +173,45 @@ def test_result_outputs_omit_absent_text_and_url() -> None:
     text, image = result.model_dump(by_alias=True)["outputs"]
     assert text == {"stage": 0, "index": 0, "type": "text", "contentType": "text/plain", "text": "hi"}
     assert image == {"stage": 1, "index": 0, "type": "image", "contentType": "image/png", "url": "https://x"}
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [
+        (None, None),
+        ("wait=5", 5),
+        ("respond-async, wait=10", 10),
+        ("WAIT = 3", 3),
+        ("wait=100", 25),  # capped to API.md's 25
+        ("wait=0", None),
+        ("wait=-1", None),
+        ("wait=soon", None),
+        ("return=minimal", None),
+    ],
+)
+def test_prefer_wait_is_parsed_as_rfc_7240_says(header: str | None, wait: int | None) -> None:
+    from functions.executions.routes import preferred_wait
+
+    assert preferred_wait(header) == wait
+
+
+@pytest.mark.parametrize("seconds", [1, 2.5, 10, 25])
+def test_a_wait_makes_at_most_ten_reads_and_lasts_its_time(seconds: float) -> None:
+    pauses = logic.wait_intervals(seconds)
+    assert len(pauses) <= 10
+    assert sum(pauses) == pytest.approx(seconds)
+    assert pauses == sorted(pauses) or pauses[-1] < pauses[-2]  # growing, but for the remainder
+
+
+def test_a_wait_ends_at_the_first_read_that_finds_the_execution_final() -> None:
+    reads = [record(ExecutionStatus.RUNNING), record(ExecutionStatus.SUCCEEDED)]
+
+    class Store:
+        def get(self, execution_id: str) -> Any:
+            return reads.pop(0)
+
+    slept: list[float] = []
+    dependencies = logic.ExecutionDeps(unit_settings(), Store(), None, None)  # type: ignore[arg-type]
+    final = logic.wait_until_final(record(ExecutionStatus.QUEUED), dependencies, 25, sleep=slept.append)
+    assert final.status == "SUCCEEDED"
+    assert slept == [0.25, 0.5]
