@@ -61,8 +61,11 @@ class ScalingParams:
         (idle,) = [a for d, a in alarms.items() if "has had no work" in str(d)]
         (shrink,) = [a for d, a in alarms.items() if "under half its target" in str(d)]
         launch = [h for h in of_type("AWS::AutoScaling::LifecycleHook") if "LAUNCHING" in h["LifecycleTransition"]]
-        schedules = [r.get("ScheduleExpression", "") for r in of_type("AWS::Events::Rule")]
-        (rate,) = [s for s in schedules if s.startswith("rate(")]
+        (rate,) = [
+            r["ScheduleExpression"]
+            for r in of_type("AWS::Events::Rule")
+            if "size the GPU fleets" in str(r.get("Description", "")) and "ScheduleExpression" in r
+        ]
         return cls(
             min_size=int(group["MinSize"]),
             max_size=int(group["MaxSize"]),
