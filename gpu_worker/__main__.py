@@ -33,6 +33,7 @@ from gpu_worker.fleet import (
     clear_busy,
     instance_identity,
 )
+from gpu_worker.held import SLOT_ENV
 
 log = logging.getLogger("gpu_worker.supervisor")
 MAX_BACKOFF_S = 60.0
@@ -57,6 +58,7 @@ def gpu_count() -> int:
 
 def _spawn(slot: Slot, state_dir: str | None = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
+    env[SLOT_ENV] = "cpu" if slot is None else str(slot)  # where its successor finds what it held
     if slot is not None:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order nvidia-smi lists them in
         env["CUDA_VISIBLE_DEVICES"] = str(slot)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gpu_worker.aws_io import AwsIoProcess, AwsIoUnavailable
-from gpu_worker.cancellation import ExecutionRecords
+from gpu_worker.cancellation import CancellationWatcher
 from shared.aws import client
 from shared.errors import NotFound, TransientFailure
 from shared.queues import QueueClient
@@ -89,12 +89,12 @@ def _swallow(call: Any) -> None:
 
 
 @pytest.fixture(params=["botocore", "aws-io"])
-def records(request: pytest.FixtureRequest, stack_env: Settings) -> Iterator[ExecutionRecords]:
+def records(request: pytest.FixtureRequest, stack_env: Settings) -> Iterator[CancellationWatcher]:
     if request.param == "botocore":
-        yield ExecutionRecords(client("dynamodb", stack_env), stack_env.executions_table)
+        yield CancellationWatcher(client("dynamodb", stack_env), stack_env.executions_table)
         return
     process = AwsIoProcess(stack_env)
-    yield ExecutionRecords(process.client("dynamodb"), stack_env.executions_table)
+    yield CancellationWatcher(process.client("dynamodb"), stack_env.executions_table)
     process.close()
 
 
@@ -106,7 +106,7 @@ def _put_record(settings: Settings, status: str, *, cancel: bool = False) -> str
 
 
 def test_records_decide_skip_and_stop_from_status_cancel_flag_and_deletion(
-    records: ExecutionRecords, stack_env: Settings
+    records: CancellationWatcher, stack_env: Settings
 ) -> None:
     running = _put_record(stack_env, "RUNNING")
     cancel_requested = _put_record(stack_env, "RUNNING", cancel=True)
@@ -129,7 +129,7 @@ def test_records_decide_skip_and_stop_from_status_cancel_flag_and_deletion(
 
 
 def test_records_read_more_than_one_batch_of_keys(stack_env: Settings) -> None:
-    records = ExecutionRecords(client("dynamodb", stack_env), stack_env.executions_table)
+    records = CancellationWatcher(client("dynamodb", stack_env), stack_env.executions_table)
     ids = [_put_record(stack_env, "RUNNING") for _ in range(3)] + [f"ex-gone-{n}" for n in range(120)]
     for execution_id in ids:
         records.watch(execution_id)
@@ -149,7 +149,7 @@ class _FailingDynamo:
 
 
 def test_a_failed_refresh_keeps_the_last_answer_and_a_failed_skip_check_is_transient() -> None:
-    records = ExecutionRecords(_FailingDynamo(), "table")
+    records = CancellationWatcher(_FailingDynamo(), "table")
     records.watch("e1")
     records.refresh()
     assert records.should_stop("e1") is False
