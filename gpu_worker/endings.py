@@ -90,14 +90,13 @@ class Endings:
         progress = overall_progress(job.stage_index, job.stages, step, steps)
         self._notices.submit(self._send, self._events.progress, job.execution_id, progress)
 
-    def stage_done(self, job: Job, images: list[tuple[str, Any]], checkpoint: Checkpoint | None) -> None:
-        """Upload a stage's images, then (not the last stage) the checkpoint a redelivery resumes from."""
-        if images or checkpoint is not None:
-            self._submit(job, self._write_stage, job, images, checkpoint)
+    def stage_done(self, job: Job, images: list[tuple[str, Any]], checkpoint: Checkpoint) -> None:
+        """A stage before the last: upload its images, then the checkpoint a redelivery resumes from."""
+        self._submit(job, self._write_stage, job, images, checkpoint)
 
-    def finish(self, job: Job) -> None:
-        """After the last stage's outputs: result.json, finished SUCCEEDED, the message deleted."""
-        self._submit(job, self._finish, job)
+    def finish(self, job: Job, images: list[tuple[str, Any]]) -> None:
+        """The last stage: its images, result.json, finished SUCCEEDED, the message deleted."""
+        self._submit(job, self._finish, job, images)
 
     def fail(self, job: Job, error: StagehubError) -> None:
         if job.closed:
@@ -179,21 +178,24 @@ class Endings:
             return True
         return False
 
-    def _write_stage(self, job: Job, images: list[tuple[str, Any]], checkpoint: Checkpoint | None) -> None:
+    def _write_stage(self, job: Job, images: list[tuple[str, Any]], checkpoint: Checkpoint) -> None:
         if self._stopped_before_writing(job):
             return
-        bucket = self._settings.results_bucket
-        for key, image in images:
-            self._blobs.put_bytes(bucket, key, encode_png(image), "image/png")
+        self._upload_images(job, images)
+        key = checkpoint_key(job.execution_id)
+        self._blobs.put_json(self._settings.results_bucket, key, checkpoint.to_json())
+        if key not in job.written_keys:
             job.written_keys.append(key)
-        if checkpoint is not None:
-            self._blobs.put_json(bucket, checkpoint_key(job.execution_id), checkpoint.to_json())
-            if checkpoint_key(job.execution_id) not in job.written_keys:
-                job.written_keys.append(checkpoint_key(job.execution_id))
 
-    def _finish(self, job: Job) -> None:
+    def _upload_images(self, job: Job, images: list[tuple[str, Any]]) -> None:
+        for key, image in images:
+            self._blobs.put_bytes(self._settings.results_bucket, key, encode_png(image), "image/png")
+            job.written_keys.append(key)
+
+    def _finish(self, job: Job, images: list[tuple[str, Any]]) -> None:
         if self._stopped_before_writing(job):
             return
+        self._upload_images(job, images)
         manifest = ResultManifest(executionId=job.execution_id, outputs=job.outputs, finishedAt=utc_now_iso())
         bucket = self._settings.results_bucket
         uri = self._blobs.put_json(bucket, manifest_key(job.execution_id), manifest.to_json())

@@ -55,6 +55,12 @@ class HeartbeatThread(threading.Thread):
         if self._journal is not None:
             self._journal.write(self._receipts.values())
 
+    def forget_all(self) -> None:
+        """After every held message was given back: nothing for a successor to give back again."""
+        with self._lock:
+            self._receipts.clear()
+            self._record()
+
     def held(self) -> int:
         with self._lock:
             return len(self._receipts)

@@ -174,6 +174,7 @@ class Worker:
     # --- lifecycle ---
 
     def start(self) -> None:
+        self.progress.beat()  # the time spent loading models before `start` is no stall
         self.heartbeat.start()
         self.cancellations.start()
         checks: dict[str, Callable[[], bool]] = {
@@ -251,11 +252,15 @@ class Worker:
 
     def abandon(self, reason: str) -> None:
         """The watchdog's way out: give back every held message at once, then end the process (`on_fatal`)."""
+        given_back = True
         for receipt in self.heartbeat.receipts():
             try:
                 self.queues.change_visibility(self.settings.in_queue_url, receipt, 0)
             except Exception as exc:  # it comes back when its visibility lapses, or the successor releases it
+                given_back = False
                 log.warning("could not give back a message: %s", exc)
+        if given_back:
+            self.heartbeat.forget_all()
         self._on_fatal(reason)
 
     # --- intake ---
@@ -488,8 +493,7 @@ class Worker:
         job.previous_text = output.texts[0] if output.texts else None
         job.previous_images = list(output.images)
         if job.last_stage:  # the finished event carries 100%
-            self.endings.stage_done(job, images, None)
-            self.endings.finish(job)
+            self.endings.finish(job, images)
         else:
             self.endings.stage_done(job, images, job.checkpoint())
             self.endings.progress(job, 1, 1, force=True)
