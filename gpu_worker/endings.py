@@ -140,8 +140,11 @@ class Endings:
         self._metrics.record_failure(error.code)
 
         def end() -> None:
-            self._send(self._events.failed, execution_id, error.code, error.message)
-            self.drop(message)
+            try:
+                self._send(self._events.failed, execution_id, error.code, error.message)
+                self.drop(message)
+            except Exception:  # it comes back, and after maxReceiveCount the DLQ handler fails it
+                log.exception("could not end message %s", message.message_id)
 
         self._notices.submit(end)
 

@@ -4,7 +4,8 @@ Three kinds of thread keep the GPU busy (DESIGN.md, "GPU efficiency"):
 - intake: receives messages, loads request.json and inputs (gpu_worker.intake), queues the first stage; it
   receives only what will start within about one batch (at most `max_batch_size` waiting, and only when the
   running batch ends within `prefetch_horizon_s`), so the rest stays visible to other workers;
-- compute (the caller's thread): takes batches of the same key from the collector and runs the model;
+- compute (the caller's thread): takes batches of the same key from the collector and runs the model
+  (gpu_worker.compute: what each outcome of a batch means for its executions);
 - uploads and events (gpu_worker.endings): outputs, checkpoints, result.json, events, deleting messages.
 With `overlap_io=False` everything runs in the compute thread, one step after another (the naive worker the
 benchmarks compare against). In production the clients are proxies to the I/O process (aws_io.py).
@@ -26,13 +27,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gpu_worker import intake
 from gpu_worker.batching import BatchCollector
+from gpu_worker.compute import Compute, Work, classify, internal_failure
 from gpu_worker.endings import Endings
 from gpu_worker.heartbeat import HeartbeatThread
 from gpu_worker.held import ReceiptJournal
@@ -40,22 +41,13 @@ from gpu_worker.jobs import Job, OpenJobs
 from gpu_worker.metrics import NullMetrics
 from gpu_worker.progress import ProgressThrottle
 from gpu_worker.seams import Metrics, Registry, WorkerIo
-from gpu_worker.stages import StageCancelled, StageItem, StageOutput, batch_key, model_for, runner_for
+from gpu_worker.stages import batch_key, model_for
 from gpu_worker.watchdog import ComputeProgress, StallLimits, Watchdog
-from shared.errors import (
-    DeadlineExceeded,
-    InternalFailure,
-    NotFound,
-    OutOfMemory,
-    PoisonMessage,
-    StageFailed,
-    TransientFailure,
-)
+from shared.errors import NotFound, PoisonMessage, StageFailed, TransientFailure
 from shared.messages import parse_in_message
 from shared.queues import ReceivedMessage
 from shared.resources import IN_QUEUE_VISIBILITY_S
 from shared.settings import Settings
-from shared.stages import ResultOutput, execution_prefix
 
 log = logging.getLogger(__name__)
 
@@ -63,46 +55,6 @@ RETRY_BACKOFF_S = 10  # visibility given back to a message released after a tran
 MAX_MESSAGES_PER_POLL = 10
 ACCEPT_THREADS = 4  # messages of one poll accepted at once
 EXIT_ABANDONED = 70  # the process's exit status after the watchdog gave everything back
-
-
-@dataclass(frozen=True)
-class Work:
-    """One job's current stage, ready to batch."""
-
-    job: Job
-    item: StageItem
-    model: str
-    key: Hashable
-
-
-class BatchHooks:
-    """Step reports and stop checks for one batched model call (gpu_worker.stages.StageHooks).
-
-    `should_stop` is asked at every step: it marks jobs cancelled or past their deadline, and is True when
-    none is left to compute or the worker's stop grace has run out (the runner then raises StageCancelled)."""
-
-    def __init__(self, worker: Worker, batch: list[Work]) -> None:
-        self._worker = worker
-        self._batch = batch
-
-    def on_step(self, step: int, steps: int) -> None:
-        self._worker.progress.stepped(step, steps)
-        for work in self._batch:
-            if work.job.throttle.allow():
-                self._worker.endings.progress(work.job, step, steps)
-
-    def should_stop(self) -> bool:
-        now = datetime.now(UTC)
-        cancellations = self._worker.cancellations
-        for work in self._batch:
-            job = work.job
-            if not job.cancelled and (job.closed or cancellations.should_stop(job.execution_id)):
-                job.cancelled = True
-            if not job.timed_out and job.past_deadline(now):
-                job.timed_out = True
-        if self._worker.interrupt_due():
-            return True
-        return all(work.job.cancelled or work.job.timed_out for work in self._batch)
 
 
 def _exit_now(reason: str) -> None:
@@ -153,6 +105,16 @@ class Worker:
             on_closed=on_closed,
         )
         self.progress = ComputeProgress()
+        self.compute = Compute(
+            registry=lambda: self.registry,
+            cancellations=self.cancellations,
+            endings=self.endings,
+            progress=self.progress,
+            metrics=self.metrics,
+            retry_backoff_s=retry_backoff_s,
+            interrupt_due=self.interrupt_due,
+            next_stage=lambda job: self._queue_stage(job, urgent=True),
+        )
         self._accepting = ThreadPoolExecutor(ACCEPT_THREADS, "accept")
         self._intake_stop = threading.Event()
         self._intake: threading.Thread | None = None
@@ -292,7 +254,6 @@ class Worker:
         room = self.room()
         if room <= 0:
             self._intake_stop.wait(0.05)
-            self._ready()
             return 0
         messages = self.queues.receive(
             self.settings.in_queue_url, max_messages=min(MAX_MESSAGES_PER_POLL, room), wait_s=wait_s
@@ -351,7 +312,7 @@ class Worker:
             return
         except Exception as exc:
             log.exception("could not load %s", parsed.execution_id)
-            self.endings.fail_message(message, parsed.execution_id, _internal(exc))
+            self.endings.fail_message(message, parsed.execution_id, internal_failure(exc))
             return
         job = Job(message=message, request=request, throttle=ProgressThrottle(self.settings.progress_interval_s))
         self.jobs.add(job)
@@ -370,7 +331,7 @@ class Worker:
             return
         except Exception as exc:
             log.exception("could not take %s", job.execution_id)
-            self.endings.fail(job, _classify(exc))
+            self.endings.fail(job, classify(exc))
             return
         self.endings.started(job)
         self._queue_stage(job)
@@ -386,7 +347,7 @@ class Worker:
             return
         except Exception as exc:
             log.exception("could not queue %s's stage %d", job.execution_id, job.stage_index)
-            self.endings.fail(job, _classify(exc))
+            self.endings.fail(job, classify(exc))
             return
         if job.attempt > 1:
             key = (key, job.message.message_id)  # received before: it runs alone, sparing its batch-mates
@@ -395,121 +356,4 @@ class Worker:
     # --- compute ---
 
     def run_batch(self, batch: list[Work]) -> None:
-        live = self._still_to_run(batch)
-        if not live:
-            return
-        if self.interrupt_due():
-            for work in live:
-                self.endings.release(work.job, 0)
-            return
-        stage_type, model = live[0].job.stage.type, live[0].model
-        outputs: list[StageOutput] | None = None
-        error: BaseException | None = None
-        self.progress.batch_started(loading=not self.registry.is_loaded(model))
-        started = time.monotonic()
-        try:
-            outputs = runner_for(stage_type).run([w.item for w in live], model, self.registry, BatchHooks(self, live))
-        except Exception as exc:
-            error = exc
-        finally:
-            seconds = time.monotonic() - started
-            self.progress.batch_ended()
-        for work in live:  # device time, whatever the outcome: a batch's time split evenly (CONTRACTS C1)
-            work.job.add_device_time(seconds / len(live))
-        if error is None and outputs is not None:
-            self.metrics.record_batch(stage_type, seconds * 1000, len(live))
-            for work, output in zip(live, outputs, strict=True):
-                self._after_stage(work.job, output)
-        else:
-            self._batch_failed(live, stage_type, error)
-
-    def _still_to_run(self, batch: list[Work]) -> list[Work]:
-        live, now = [], datetime.now(UTC)
-        for work in batch:
-            job = work.job
-            if job.closed:
-                continue
-            if self.cancellations.should_stop(job.execution_id):
-                self.endings.cancel(job)
-            elif job.past_deadline(now):
-                self.endings.fail(job, _deadline(job))
-            else:
-                live.append(work)
-        return live
-
-    def _batch_failed(self, live: list[Work], stage_type: str, error: BaseException | None) -> None:
-        if isinstance(error, StageCancelled):
-            for work in live:
-                self._after_stop(work.job)
-        elif isinstance(error, OutOfMemory | MemoryError):
-            oom = error if isinstance(error, OutOfMemory) else OutOfMemory("the worker ran out of host memory")
-            self._retry_singly_or(live, lambda job: self.endings.fail(job, oom))
-        elif isinstance(error, StageFailed):
-            for work in live:
-                self.endings.fail(work.job, error)
-        elif isinstance(error, TransientFailure):
-            log.warning("transient failure in a %s batch: %s", stage_type, error)
-            for work in live:
-                self.endings.release(work.job, self.retry_backoff_s)
-        else:
-            log.error("unexpected failure in a %s batch of %d", stage_type, len(live), exc_info=error)
-            internal = _internal(error)
-            self._retry_singly_or(live, lambda job: self.endings.fail(job, internal))
-
-    def _after_stop(self, job: Job) -> None:
-        """A job of a batch stopped at a step: cancelled, past its deadline, or interrupted by a stop."""
-        if job.cancelled:
-            self.endings.cancel(job)
-        elif job.timed_out:
-            self.endings.fail(job, _deadline(job))
-        else:
-            self.endings.release(job, 0)
-
-    def _retry_singly_or(self, batch: list[Work], otherwise: Callable[[Job], None]) -> None:
-        """A batch that failed as a whole runs again item by item, so one item cannot fail the others."""
-        if len(batch) > 1:
-            for work in batch:
-                self.run_batch([work])
-        else:
-            otherwise(batch[0].job)
-
-    def _after_stage(self, job: Job, output: StageOutput) -> None:
-        if job.cancelled or job.timed_out or job.closed:
-            self._after_stop(job)
-            return
-        stage = job.stage
-        prefix = execution_prefix(job.execution_id)
-        images = []
-        for index, text in enumerate(output.texts):
-            job.outputs.append(
-                ResultOutput(stage=stage.index, index=index, type="text", contentType="text/plain", text=text)
-            )
-        for index, image in enumerate(output.images):
-            key = f"{prefix}stage-{stage.index}-{index}.png"
-            job.outputs.append(
-                ResultOutput(stage=stage.index, index=index, type="image", contentType="image/png", key=key)
-            )
-            images.append((key, image))
-        job.previous_text = output.texts[0] if output.texts else None
-        job.previous_images = list(output.images)
-        if job.last_stage:  # the finished event carries 100%
-            self.endings.finish(job, images)
-        else:
-            self.endings.stage_done(job, images, job.checkpoint())
-            self.endings.progress(job, 1, 1, force=True)
-            job.stage_index += 1
-            self._queue_stage(job, urgent=True)
-
-
-def _deadline(job: Job) -> DeadlineExceeded:
-    return DeadlineExceeded(f"the execution passed its deadline ({job.request.deadline})")
-
-
-def _internal(error: BaseException | None) -> InternalFailure:
-    return InternalFailure(f"the worker failed on this execution ({type(error).__name__})")
-
-
-def _classify(error: Exception) -> StageFailed:
-    if isinstance(error, MemoryError):
-        return OutOfMemory("the worker ran out of host memory on this execution")
-    return _internal(error)
+        self.compute.run_batch(batch)

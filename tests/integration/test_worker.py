@@ -23,8 +23,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from gpu_worker import compute as compute_module
 from gpu_worker import endings as endings_module
-from gpu_worker import worker as worker_module
 from gpu_worker.aws_io import AwsIoProcess
 from gpu_worker.seams import WorkerIo
 from gpu_worker.tiny_models import local_models_env
@@ -286,7 +286,7 @@ def test_a_message_that_fails_every_attempt_ends_in_the_dlq_and_its_execution_fa
         def run(self, *args: Any) -> Any:
             raise TransientFailure("S3 is down for this one")
 
-    monkeypatch.setattr(worker_module, "runner_for", lambda stage_type: Failing())
+    monkeypatch.setattr(compute_module, "runner_for", lambda stage_type: Failing())
     user = new_id()
     execution_id = start(make_pipeline(env, TXT2IMG), user)
     client("sqs", env).send_message(QueueUrl=env.in_queue_url, MessageBody="not even json")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gpu_worker import worker as worker_module
+from gpu_worker import compute as compute_module
 from gpu_worker.seams import WorkerIo
 from gpu_worker.worker import Worker
 from shared.errors import BadInput, OutOfMemory, TransientFailure
@@ -50,7 +50,7 @@ class Harness:
             progress_interval_s=progress_interval_s,
         )
         self.queues, self.blobs, self.records, self.runner = FakeQueues(), FakeBlobs(), FakeRecords(), runner
-        monkeypatch.setattr(worker_module, "runner_for", lambda stage_type: runner)
+        monkeypatch.setattr(compute_module, "runner_for", lambda stage_type: runner)
         self.worker = Worker(
             settings,
             WorkerIo(blobs=self.blobs, queues=self.queues, cancellations=self.records),  # type: ignore[arg-type]
