@@ -98,9 +98,11 @@ def records(request: pytest.FixtureRequest, stack_env: Settings) -> Iterator[Can
     process.close()
 
 
-def _put_record(settings: Settings, status: str, *, cancel: bool = False) -> str:
+def _put_record(settings: Settings, status: str, *, cancel: bool = False, deleted_at: str | None = None) -> str:
     execution_id = f"ex-{uuid.uuid4().hex}"
     item = {"executionId": {"S": execution_id}, "status": {"S": status}, "cancelRequested": {"BOOL": cancel}}
+    if deleted_at is not None:
+        item["deletedAt"] = {"S": deleted_at}
     client("dynamodb", settings).put_item(TableName=settings.executions_table, Item=item)
     return execution_id
 
@@ -126,6 +128,28 @@ def test_records_decide_skip_and_stop_from_status_cancel_flag_and_deletion(
     ]
     records.forget(cancelled)
     assert not records.should_stop(cancelled)
+
+
+def test_a_delete_tombstone_is_treated_as_cancelled_and_seen_right_before_writing(
+    records: CancellationWatcher, stack_env: Settings
+) -> None:
+    """CONTRACTS C2: `deletedAt` on the record (set by DELETE before the S3 purge) stops the execution."""
+    tombstoned = _put_record(stack_env, "RUNNING", deleted_at="2026-12-01T12:00:00.000Z")
+    running = _put_record(stack_env, "RUNNING")
+    assert records.should_skip(tombstoned) is True
+    records.watch(tombstoned)
+    records.refresh()
+    assert records.should_stop(tombstoned) is True
+    assert (records.stop_now(tombstoned), records.stop_now(running)) == (True, False)
+    client("dynamodb", stack_env).update_item(
+        TableName=stack_env.executions_table,
+        Key={"executionId": {"S": running}},
+        UpdateExpression="SET deletedAt = :at",
+        ExpressionAttributeValues={":at": {"S": "2026-12-01T12:00:01.000Z"}},
+    )
+    records.watch(running)
+    assert records.stop_now(running) is True  # a consistent read, not the last refresh
+    assert records.should_stop(running) is True
 
 
 def test_records_read_more_than_one_batch_of_keys(stack_env: Settings) -> None:

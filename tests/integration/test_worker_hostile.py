@@ -89,8 +89,15 @@ def test_two_workers_share_a_burst(env: Settings, consumers: QueueConsumers) -> 
     pipeline = make_pipeline(env, TXT2IMG)
     ids = [start(pipeline, new_id()) for _ in range(6)]
     ran_on: dict[str, str] = {}
-    first = RunningWorker(env, on_closed=lambda job: ran_on.setdefault(job.execution_id, "first"))
-    second = RunningWorker(env, on_closed=lambda job: ran_on.setdefault(job.execution_id, "second"))
+    registries = [ModelRegistry(env), ModelRegistry(env)]
+    for registry in registries:  # one after the other: diffusers' loading is not thread-safe (in production each
+        registry.warm_up()  # worker is a process of its own)
+    first = RunningWorker(
+        env, registry=registries[0], on_closed=lambda job: ran_on.setdefault(job.execution_id, "first")
+    )
+    second = RunningWorker(
+        env, registry=registries[1], on_closed=lambda job: ran_on.setdefault(job.execution_id, "second")
+    )
     with first, second:
         for execution_id in ids:
             assert wait_final(execution_id, 180).status == "SUCCEEDED"
