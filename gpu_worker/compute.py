@@ -36,7 +36,8 @@ class Work:
     job: Job
     item: StageItem
     model: str
-    key: Hashable
+    key: Hashable  # what it batches by (unique for a message received before: it runs alone)
+    shape: Hashable  # the batch key proper: the call's shapes and parameters
 
 
 class BatchHooks:
@@ -81,9 +82,11 @@ class Compute:
         retry_backoff_s: int,
         interrupt_due: Callable[[], bool],
         next_stage: Callable[[Job], None],
+        compiles: bool = False,
     ) -> None:
         """`registry` is called on first use (loading it may be slow); `interrupt_due` says a stop's grace ran
-        out; `next_stage` queues a job's next stage (urgent: it does not wait for the batch window)."""
+        out; `next_stage` queues a job's next stage (urgent: it does not wait for the batch window); `compiles`
+        (torch.compile on) makes the first call of each shape as slow as a load, for the watchdog."""
         self._registry = registry
         self.cancellations = cancellations
         self.endings = endings
@@ -92,6 +95,8 @@ class Compute:
         self.retry_backoff_s = retry_backoff_s
         self.interrupt_due = interrupt_due
         self._next_stage = next_stage
+        self._compiles = compiles
+        self._shapes_run: set[Hashable] = set()
 
     def run_batch(self, batch: list[Work]) -> None:
         live = self._still_to_run(batch)
@@ -104,7 +109,10 @@ class Compute:
         stage_type, model = live[0].job.stage.type, live[0].model
         outputs: list[StageOutput] | None = None
         error: BaseException | None = None
-        self.progress.batch_started(loading=not self._registry().is_loaded(model))
+        shape = live[0].shape
+        first_of_shape = self._compiles and shape not in self._shapes_run
+        self._shapes_run.add(shape)
+        self.progress.batch_started(loading=first_of_shape or not self._registry().is_loaded(model))
         started = time.monotonic()
         try:
             outputs = runner_for(stage_type).run(

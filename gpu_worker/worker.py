@@ -114,6 +114,7 @@ class Worker:
             retry_backoff_s=retry_backoff_s,
             interrupt_due=self.interrupt_due,
             next_stage=lambda job: self._queue_stage(job, urgent=True),
+            compiles=settings.torch_compile,
         )
         self._accepting = ThreadPoolExecutor(ACCEPT_THREADS, "accept")
         self._intake_stop = threading.Event()
@@ -349,9 +350,8 @@ class Worker:
             log.exception("could not queue %s's stage %d", job.execution_id, job.stage_index)
             self.endings.fail(job, classify(exc))
             return
-        if job.attempt > 1:
-            key = (key, job.message.message_id)  # received before: it runs alone, sparing its batch-mates
-        self.collector.add(Work(job, item, model, key), urgent=urgent)
+        unique = (key, job.message.message_id)  # received before: it runs alone, sparing its batch-mates
+        self.collector.add(Work(job, item, model, unique if job.attempt > 1 else key, key), urgent=urgent)
 
     # --- compute ---
 
