@@ -37,6 +37,7 @@ from gpu_worker.held import SLOT_ENV
 
 log = logging.getLogger("gpu_worker.supervisor")
 MAX_BACKOFF_S = 60.0
+HEALTHY_RUN_S = 60.0  # a worker that ran this long before exiting restarts after the shortest backoff again
 POLL_S = 0.5
 # Longest wait for the workers after a stop (each gives itself 25 s, then returns what is left): a hung worker is
 # killed rather than keeping a terminating GPU instance alive on lifecycle heartbeats.
@@ -93,6 +94,7 @@ class Supervisor:
         self._drain_timeout_s = drain_timeout_s
         self.children: dict[Slot, Any] = {}
         self.backoff = dict.fromkeys(slots, 1.0)
+        self._started_at: dict[Slot, float] = {}
         self._restart_at: dict[Slot, float] = {}
         self.stopping = False
         self.signalled = False  # a SIGTERM/SIGINT came (not only the lifecycle watch)
@@ -101,7 +103,11 @@ class Supervisor:
 
     def start(self) -> None:
         for slot in self.slots:
-            self.children[slot] = self._spawn(slot, self.state_dir)
+            self._start(slot)
+
+    def _start(self, slot: Slot) -> None:
+        self.children[slot] = self._spawn(slot, self.state_dir)
+        self._started_at[slot] = self._clock()
 
     def on_signal(self, signum: int, _frame: object = None) -> None:
         self.signalled = True
@@ -128,12 +134,14 @@ class Supervisor:
             if slot in self._restart_at:
                 if now >= self._restart_at[slot]:
                     del self._restart_at[slot]
-                    self.children[slot] = self._spawn(slot, self.state_dir)
+                    self._start(slot)
                 continue
             code = child.poll()
             if code is None:
                 continue
             clear_busy(self.state_dir, child.pid)
+            if now - self._started_at.get(slot, now) >= HEALTHY_RUN_S:  # an isolated crash: its executions wait least
+                self.backoff[slot] = 1.0
             log.warning("worker on slot %s exited with %s; restarting in %.0f s", slot, code, self.backoff[slot])
             self._restart_at[slot] = now + self.backoff[slot]
             self.backoff[slot] = min(MAX_BACKOFF_S, self.backoff[slot] * 2)
