@@ -167,6 +167,8 @@ class Compute:
 
     def _after_stop(self, job: Job) -> None:
         """A job of a batch stopped at a step: cancelled, past its deadline, or interrupted by a stop."""
+        if job.closed:  # ended meanwhile by the endings (released, failed, cancelled before writing)
+            return
         if job.cancelled:
             self.endings.cancel(job)
         elif job.timed_out:
