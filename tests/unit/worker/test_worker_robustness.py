@@ -341,3 +341,27 @@ def test_a_successor_gives_back_what_its_crashed_predecessor_held(tmp_path: Any)
     assert journal.read(max_age_s=60) == []
     journal.write(["old"])
     assert journal.read(max_age_s=-1) == []  # lapsed by now: it may be another worker's
+
+
+def test_the_held_receipts_file_follows_what_the_heartbeat_holds(tmp_path: Any) -> None:
+    from gpu_worker.heartbeat import HeartbeatThread
+    from tests.unit.worker.fakes import FakeQueues
+
+    journal = ReceiptJournal(tmp_path / "held-0.json")
+    heartbeat = HeartbeatThread(FakeQueues(), "in-queue", 60, journal)  # type: ignore[arg-type]
+    heartbeat.track("m1", "r1")
+    heartbeat.track("m2", "r2")
+    assert journal.read(max_age_s=60) == ["r1", "r2"]
+    heartbeat.untrack("m1")
+    assert journal.read(max_age_s=60) == ["r2"]
+    heartbeat.forget_all()
+    assert journal.read(max_age_s=60) == []
+
+
+def test_the_watchdog_names_a_wedged_compute_loop() -> None:
+    now = [0.0]
+    progress = ComputeProgress(clock=lambda: now[0])
+    watchdog = Watchdog(progress, StallLimits(10, 5, 100), {}, lambda reason: None)
+    progress.batch_started()
+    now[0] += 6.0
+    assert watchdog.problem() == "the compute loop made no progress for 6 s"
