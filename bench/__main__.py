@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import torch
 
-from bench import api_bench, fleet_sim, machine, real_size, worker_bench
+from bench import api_bench, fleet_sim, machine, real_size, robustness_bench, worker_bench
 from bench.stack import bench_stack
 from bench.workload import ApiUser, subjects, txt2img_stage
 from gpu_worker.aws_io import AwsIoProcess
@@ -98,11 +98,49 @@ def run(
                     results["api"]["queue_to_start"] = api_bench.queue_to_start(idle, user, pipeline_id)
                 finally:
                     aws_io.close()
+                results["robustness"] = robustness(settings, user, size, steps)
         finally:
             gateway.stop()
     _log("API: cold imports")
     results["api"]["cold_import_ms"] = api_bench.cold_imports()
     return results
+
+
+def robustness(
+    settings: Any, user: ApiUser, size: int, steps: int, *, kills: int = 3, executions: int = 16, shorts: int = 8
+) -> dict[str, Any]:
+    """Recovery after SIGKILLs and head-of-line blocking, with real worker processes (bench.robustness_bench)."""
+    executions = max(executions, 4 * (kills + 1))
+    _log(f"recovery: {kills} kills of the worker process, {executions} executions")
+    found = {"recovery": robustness_bench.recovery(settings, user, size, steps, executions=executions, kills=kills)}
+    _log(f"head-of-line: {shorts} short executions behind a long one, two workers")
+    found["head_of_line"] = robustness_bench.head_of_line(settings, user, size, steps, shorts=shorts, long_factor=10)
+    return found
+
+
+def robustness_only(models_dir: Path, size: int, target_s: float, kills: int, executions: int, shorts: int) -> int:
+    """Measure only the robustness figures and write them into the existing results of this device."""
+    with bench_stack(models_dir) as settings:
+        registry = ModelRegistry(settings)
+        device = machine.describe(registry.device)["device"]
+        path = RESULTS / f"{device}.json"
+        results = json.loads(path.read_text()) if path.exists() else {"machine": machine.describe(registry.device)}
+        registry.warm_up()
+        steps, _ = worker_bench.calibrate_steps(registry, settings.default_models["txt2img"], size, target_s)
+        gateway = LocalGateway(port=0)
+        gateway.start()
+        try:
+            with httpx.Client(base_url=gateway.url, timeout=30) as api:
+                user = ApiUser.register(api)
+                results["robustness"] = robustness(
+                    settings, user, size, steps, kills=kills, executions=executions, shorts=shorts
+                )
+        finally:
+            gateway.stop()
+    if "figures" not in results:
+        print(json.dumps(results["robustness"], indent=2))
+        return 0
+    return _write(results)
 
 
 def _median_and_range(values: list[float], digits: int = 4) -> dict[str, Any]:
@@ -180,6 +218,17 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for name, latency in api["warm_latency"].items():
         lines.append(f"| warm API latency `{name}` (p50 / p95) | {latency['p50_ms']} / {latency['p95_ms']} ms | — |")
+    if "robustness" in results:
+        recovery, blocking = results["robustness"]["recovery"], results["robustness"]["head_of_line"]
+        lines += [
+            f"| recovery, SIGKILL of a worker process → its execution running again (p50 / max over "
+            f"{recovery['kills']} kills) | {recovery['recovery_p50_s']} / {recovery['recovery_max_s']} s | ≤ 30 s |",
+            f"| drain of {recovery['executions']} executions with {recovery['kills']} kills | {recovery['drain_s']} s "
+            "| as measured |",
+            f"| head-of-line: {blocking['shorts']} short executions behind a {blocking['long_factor']}x longer one, "
+            f"two workers (p50 ÷ p50 alone) | {blocking['head_of_line_ratio']} ({blocking['shorts_p50_behind_long_s']}"
+            f" / {blocking['shorts_p50_alone_s']} s) | ≈ 1 |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -204,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         help="recompute the figures and the table of bench/results/DEVICE.json (cpu, cuda) from its runs",
     )
     parser.add_argument(
+        "--robustness-only",
+        action="store_true",
+        help="measure only recovery and head-of-line (written into the device's existing results)",
+    )
+    parser.add_argument("--kills", type=int, default=3, help="with --robustness-only: worker processes killed")
+    parser.add_argument(
         "--real-size",
         action="store_true",
         help="a Stable Diffusion 1.5-shaped model with random weights (built into DIR/real-sd if missing)",
@@ -226,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         real_size.ensure_real_size_sd(args.models_dir)
         models_env = real_size.real_size_env(args.models_dir)
     size = args.size or (512 if args.real_size else 64)
+    if args.robustness_only:
+        shorts = executions = args.executions
+        return robustness_only(args.models_dir, size, args.target_s, args.kills, executions, shorts)
     code = _write(run(args.models_dir, args.executions, args.rounds, size, args.target_s, models_env))
     return code or fleet_sim.main([])  # its own part: the fleet's scaling, simulated from the template
 

@@ -21,8 +21,9 @@ import torch
 from gpu_worker.aws_io import AwsIoProcess
 from gpu_worker.jobs import Job
 from gpu_worker.models import ModelRegistry
+from gpu_worker.seams import WorkerIo
 from gpu_worker.stages._torch import generators
-from gpu_worker.worker import Worker, worker_io
+from gpu_worker.worker import Worker
 from shared.aws import client
 from shared.settings import Settings
 from shared.stages import manifest_key
@@ -104,7 +105,7 @@ class TimedWorker(Worker):
     """The real worker, noting when each execution is closed for good."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, on_closed=self._closed, **kwargs)
         self.closed_at: dict[str, float] = {}
         self.accepted_at: dict[str, float] = {}
         self.closed_event = threading.Event()
@@ -115,8 +116,7 @@ class TimedWorker(Worker):
         super().run_batch(batch)
         self.model_s += time.perf_counter() - started
 
-    def _close(self, job: Job) -> None:
-        super()._close(job)
+    def _closed(self, job: Job) -> None:
         self.closed_at[job.execution_id] = time.perf_counter()
         self.closed_event.set()
 
@@ -131,7 +131,7 @@ def make_worker(
     """The worker as gpu_worker.process builds it: clients proxied through `aws_io` when given."""
     return TimedWorker(
         settings.model_copy(update={"max_batch_size": batch}),
-        **worker_io(settings, aws_io),
+        WorkerIo.build(settings, aws_io),
         registry=registry,
         overlap_io=overlap,
     )

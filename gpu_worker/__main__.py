@@ -37,6 +37,7 @@ from gpu_worker.readiness import SLOT_ENV, InstanceHealth, set_unhealthy, slot_n
 
 log = logging.getLogger("gpu_worker.supervisor")
 MAX_BACKOFF_S = 60.0
+HEALTHY_RUN_S = 60.0  # a worker that ran this long before exiting restarts after the shortest backoff again
 POLL_S = 0.5
 # Longest wait for the workers after a stop (each gives itself 25 s, then returns what is left): a hung worker is
 # killed rather than keeping a terminating GPU instance alive on lifecycle heartbeats.
@@ -64,7 +65,9 @@ def _spawn(slot: Slot, state_dir: str | None = None) -> subprocess.Popen[bytes]:
         env["DEVICE"] = "cuda"
     if state_dir:
         env[STATE_DIR_ENV] = state_dir
-    env[SLOT_ENV] = slot_name(slot)  # which ready file the process leaves (gpu_worker/readiness.py)
+    # Which ready file the process leaves (gpu_worker/readiness.py), and where its successor finds what it held
+    # (gpu_worker/held.py).
+    env[SLOT_ENV] = slot_name(slot)
     return subprocess.Popen([sys.executable, "-m", "gpu_worker.process"], env=env)
 
 
@@ -95,6 +98,7 @@ class Supervisor:
         self.health = health  # ready files and the crash-loop count (readiness.py)
         self.children: dict[Slot, Any] = {}
         self.backoff = dict.fromkeys(slots, 1.0)
+        self._started_at: dict[Slot, float] = {}
         self._restart_at: dict[Slot, float] = {}
         self.stopping = False
         self.signalled = False  # a SIGTERM/SIGINT came (not only the lifecycle watch)
@@ -105,7 +109,11 @@ class Supervisor:
         if self.health is not None:
             self.health.started()
         for slot in self.slots:
-            self.children[slot] = self._spawn(slot, self.state_dir)
+            self._start(slot)
+
+    def _start(self, slot: Slot) -> None:
+        self.children[slot] = self._spawn(slot, self.state_dir)
+        self._started_at[slot] = self._clock()
 
     def on_signal(self, signum: int, _frame: object = None) -> None:
         self.signalled = True
@@ -132,7 +140,7 @@ class Supervisor:
             if slot in self._restart_at:
                 if now >= self._restart_at[slot]:
                     del self._restart_at[slot]
-                    self.children[slot] = self._spawn(slot, self.state_dir)
+                    self._start(slot)
                 continue
             code = child.poll()
             if code is None:
@@ -140,6 +148,8 @@ class Supervisor:
             clear_busy(self.state_dir, child.pid)
             if self.health is not None:
                 self.health.exited(slot, code)
+            if now - self._started_at.get(slot, now) >= HEALTHY_RUN_S:  # an isolated crash: its executions wait least
+                self.backoff[slot] = 1.0
             log.warning("worker on slot %s exited with %s; restarting in %.0f s", slot, code, self.backoff[slot])
             self._restart_at[slot] = now + self.backoff[slot]
             self.backoff[slot] = min(MAX_BACKOFF_S, self.backoff[slot] * 2)

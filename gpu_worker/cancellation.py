@@ -1,9 +1,13 @@
-"""Whether an execution should stop: cancelled, cancel requested, or deleted (read from its record).
+"""Whether an execution should stop: cancelled, cancel requested, deleted or final (read from its record).
+
+A deleted execution (CONTRACTS C2) is one whose record is missing or carries `deletedAt`: the API sets it before
+purging the execution's S3 prefix, so the worker, which checks again right before writing a stage's outputs or
+the manifest (`stop_now`), writes nothing after a delete.
 
 The compute thread asks at every step, so the answer must cost nothing: a background thread re-reads the
 records of the executions in hand every `refresh_s`, all of them in one BatchGetItem, and the compute
 thread only reads the flags it left. Reads are plain DynamoDB calls on `dynamodb` (a botocore client, or the
-worker's I/O process proxy), projected to the three attributes that decide.
+worker's I/O process proxy), projected to the four attributes that decide.
 """
 
 from __future__ import annotations
@@ -20,15 +24,24 @@ from shared.messages import FINAL_STATUSES, ExecutionStatus
 log = logging.getLogger(__name__)
 
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem
-_PROJECTION = {"ProjectionExpression": "executionId, #s, cancelRequested", "ExpressionAttributeNames": {"#s": "status"}}
+_PROJECTION = {
+    "ProjectionExpression": "executionId, #s, cancelRequested, deletedAt",
+    "ExpressionAttributeNames": {"#s": "status"},
+}
 
 
-def _must_stop(item: dict[str, Any]) -> bool:
-    return bool(item.get("cancelRequested", {}).get("BOOL")) or ExecutionStatus(item["status"]["S"]) in FINAL_STATUSES
+def _gone_or_final(item: dict[str, Any] | None) -> bool:
+    if item is None or "deletedAt" in item:
+        return True
+    return ExecutionStatus(item["status"]["S"]) in FINAL_STATUSES
 
 
-class ExecutionRecords:
-    """The worker's read-only view of execution records in `table`."""
+def _must_stop(item: dict[str, Any] | None) -> bool:
+    return _gone_or_final(item) or bool(item and item.get("cancelRequested", {}).get("BOOL"))
+
+
+class CancellationWatcher:
+    """The worker's read-only view of the execution records in `table`: which to skip, which to stop."""
 
     def __init__(self, dynamodb: Any, table: str, refresh_s: float = 1.0) -> None:
         self._dynamodb = dynamodb
@@ -47,14 +60,28 @@ class ExecutionRecords:
 
     def should_skip(self, execution_id: str) -> bool:
         """True when the execution must not start: deleted, or already final (cancelled while queued)."""
+        return _gone_or_final(self._read(execution_id))
+
+    def stop_now(self, execution_id: str) -> bool:
+        """A consistent read, right before writing: True when the execution is deleted, final or cancelled."""
+        stop = _must_stop(self._read(execution_id))
+        with self._lock:
+            if stop and execution_id in self._stop_flags:
+                self._stop_flags[execution_id] = True
+        return stop
+
+    def _read(self, execution_id: str) -> dict[str, Any] | None:
         try:
             response = self._dynamodb.get_item(
                 TableName=self._table, Key=self._key(execution_id), ConsistentRead=True, **_PROJECTION
             )
         except (ClientError, BotoCoreError) as exc:
             raise TransientFailure(f"could not read execution {execution_id}: {exc}") from exc
-        item = response.get("Item")
-        return item is None or ExecutionStatus(item["status"]["S"]) in FINAL_STATUSES
+        return response.get("Item")  # type: ignore[no-any-return]
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() or self._stopped.is_set()
 
     def watch(self, execution_id: str) -> None:
         with self._lock:
@@ -82,8 +109,7 @@ class ExecutionRecords:
             with self._lock:
                 for execution_id in chunk:
                     if execution_id in self._stop_flags and execution_id not in unprocessed:
-                        item = found.get(execution_id)
-                        self._stop_flags[execution_id] = item is None or _must_stop(item)
+                        self._stop_flags[execution_id] = _must_stop(found.get(execution_id))
 
     def _read_many(self, execution_ids: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """The items found, by execution id, and the ids DynamoDB left unprocessed (throttled)."""
@@ -102,4 +128,7 @@ class ExecutionRecords:
 
     def _run(self) -> None:
         while not self._stopped.wait(self._refresh_s):
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:  # a stale flag for a second is harmless; a dead watcher is not
+                log.exception("cancellation check failed")

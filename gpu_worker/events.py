@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.messages import ErrorInfo, ExecutionStatus, OutEvent, OutQueueMessage, Progress
+from shared.messages import ErrorInfo, ExecutionStatus, ExecutionUsage, OutEvent, OutQueueMessage, Progress
 from shared.queues import QueueClient
 
 
@@ -20,7 +20,7 @@ class EventSender:
     def progress(self, execution_id: str, progress: Progress) -> None:
         self._send(OutQueueMessage(executionId=execution_id, event=OutEvent.PROGRESS, progress=progress))
 
-    def succeeded(self, execution_id: str, result_uri: str, stages: int) -> None:
+    def succeeded(self, execution_id: str, result_uri: str, stages: int, usage: ExecutionUsage | None = None) -> None:
         done = Progress(stage=stages, stages=stages, step=0, steps=0, percent=100)
         self._send(
             OutQueueMessage(
@@ -30,18 +30,24 @@ class EventSender:
                 success=True,
                 executionUri=result_uri,
                 progress=done,
+                usage=usage,
             )
         )
 
-    def failed(self, execution_id: str, code: str, message: str) -> None:
+    def failed(self, execution_id: str, code: str, message: str, usage: ExecutionUsage | None = None) -> None:
         self._send(
             OutQueueMessage(
                 executionId=execution_id,
                 event=OutEvent.FINISHED,
                 status=ExecutionStatus.FAILED,
                 error=ErrorInfo(code=code, message=message),
+                usage=usage,
             )
         )
 
-    def cancelled(self, execution_id: str) -> None:
-        self._send(OutQueueMessage(executionId=execution_id, event=OutEvent.FINISHED, status=ExecutionStatus.CANCELLED))
+    def cancelled(self, execution_id: str, usage: ExecutionUsage | None = None) -> None:
+        self._send(
+            OutQueueMessage(
+                executionId=execution_id, event=OutEvent.FINISHED, status=ExecutionStatus.CANCELLED, usage=usage
+            )
+        )

@@ -111,6 +111,9 @@ class NullMetrics:
     def set_busy(self, busy: bool) -> None:
         pass
 
+    def record_failure(self, code: str) -> None:
+        pass
+
     def sample(self) -> None:
         pass
 
@@ -187,6 +190,10 @@ class WorkerMetrics:
         """One batched model call: its duration (per stage type) and how many executions it served."""
         self._add(telemetry.STAGE_DURATION_MS, MILLISECONDS, duration_ms, ((telemetry.DIM_STAGE_TYPE, stage_type),))
         self._add(telemetry.BATCH_SIZE, COUNT, batch_size)
+
+    def record_failure(self, code: str) -> None:
+        """An execution this worker ended FAILED, by its error code (BAD_INPUT, OUT_OF_MEMORY, TIMEOUT, INTERNAL)."""
+        self._add(telemetry.EXECUTION_FAILURES, COUNT, 1.0, ((telemetry.DIM_FAILURE_CODE, code),))
 
     def set_busy(self, busy: bool) -> None:
         """The worker started or stopped holding messages (also sampled every `sample_interval_s`)."""

@@ -55,6 +55,10 @@ class ModelRegistry:
             marker.touch()
         return target
 
+    def is_loaded(self, name: str) -> bool:
+        """Whether a pipeline of model `name` is in memory (a first call loads it: minutes for large weights)."""
+        return any(loaded == name for _, loaded in self._loaded)
+
     def _cached(self, key: tuple[str, str], load: Any) -> Any:
         with self._lock:
             if key not in self._loaded:

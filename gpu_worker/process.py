@@ -1,8 +1,11 @@
 """One worker process: settings from the environment, clients, warm-up, then the loop until SIGTERM/SIGINT.
 
 Its AWS calls are made by a helper process (aws_io.py), so botocore never holds the GIL the model needs.
-While it holds messages it marks itself busy for the supervisor (a file in STAGEHUB_STATE_DIR, see fleet.py),
-which protects the instance from scale-in; it publishes its metrics (metrics.py) when in an Auto Scaling group.
+Its first act is to give back what a crashed predecessor on its slot held (gpu_worker.held). While it holds
+messages it marks itself busy for the supervisor (a file in STAGEHUB_STATE_DIR, see fleet.py), which protects
+the instance from scale-in; it publishes its metrics (metrics.py) when in an Auto Scaling group. It exits 0
+after a stop, 1 when its I/O process died, and 70 (EXIT_ABANDONED) when its watchdog found a dead thread or a
+wedged compute loop: systemd and the supervisor restart it.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import threading
 
 from gpu_worker.aws_io import AwsIoProcess
 from gpu_worker.fleet import BusyFlag
+from gpu_worker.held import ReceiptJournal, release_left_over
 from gpu_worker.metrics import WorkerMetrics
 from gpu_worker.models import ModelRegistry
 from gpu_worker.readiness import mark_ready_from_environment
-from gpu_worker.worker import Worker, worker_io
+from gpu_worker.seams import WorkerIo
+from gpu_worker.worker import Worker
 from shared.aws import client
 from shared.models import bind_models
+from shared.queues import QueueClient
 from shared.resources import IN_QUEUE_VISIBILITY_S
 from shared.settings import get_settings
 from shared.storage import BlobStore
@@ -45,6 +51,10 @@ def main() -> int:
         return 2
     bind_models(settings)
     sqs = client("sqs", settings)
+    visibility_s = _queue_visibility(sqs, settings.in_queue_url)
+    journal = ReceiptJournal.from_environment()
+    if journal is not None:  # before loading models: those executions can run elsewhere meanwhile
+        release_left_over(journal, QueueClient(sqs), settings.in_queue_url, visibility_s)
     metrics = WorkerMetrics.from_settings(settings)
     busy_flag = BusyFlag.from_environment()
 
@@ -54,14 +64,22 @@ def main() -> int:
         metrics.set_busy(busy)
 
     stop = threading.Event()
-    aws_io = AwsIoProcess(settings, on_exit=stop.set)  # if it dies, stop: systemd restarts the worker
+    io_lost = threading.Event()
+
+    def on_io_exit() -> None:  # if it dies, stop: systemd restarts the worker
+        io_lost.set()
+        stop.set()
+
+    aws_io = AwsIoProcess(settings, on_exit=on_io_exit)
     worker = Worker(
         settings,
-        **worker_io(settings, aws_io),
+        WorkerIo.build(settings, aws_io),
         registry=ModelRegistry(settings, BlobStore(client("s3", settings))),  # weights: parallel GETs, here
-        visibility_s=_queue_visibility(sqs, settings.in_queue_url),
+        visibility_s=visibility_s,
         metrics=metrics,
         on_busy_change=on_busy_change,
+        on_ready=_on_ready,
+        journal=journal,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -69,8 +87,6 @@ def main() -> int:
     try:
         log.info("loading and warming up models on %s", worker.registry.device)
         worker.registry.warm_up()
-        # C3: the worker's on_ready (after its first poll) in the merged code; here after the warm-up.
-        mark_ready_from_environment()
         log.info("polling %s", settings.in_queue_url)
         worker.run(stop, grace_s=STOP_GRACE_S)
     finally:
@@ -79,7 +95,13 @@ def main() -> int:
         metrics.stop()
         aws_io.close()
     log.info("stopped")
-    return 0
+    return 1 if io_lost.is_set() else 0
+
+
+def _on_ready() -> None:
+    """Models loaded and warmed, first poll returned: the launch lifecycle hook may complete (gpu_worker/readiness)."""
+    log.info("ready")
+    mark_ready_from_environment()
 
 
 if __name__ == "__main__":

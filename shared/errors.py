@@ -121,6 +121,12 @@ class DeadlineExceeded(StageFailed):
     code = "TIMEOUT"
 
 
+class InternalFailure(StageFailed):
+    """The worker failed on an execution in a way it did not foresee (a bug, not the input's fault)."""
+
+    code = "INTERNAL"
+
+
 class TransientFailure(StagehubError):
     """Worth a retry: the message is left on the queue to be received again."""
 

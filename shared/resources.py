@@ -172,9 +172,10 @@ UPLOADS_BUCKET = BucketSpec("uploads", "UPLOADS_BUCKET", expire_days=30, cors_pu
 RESULTS_BUCKET = BucketSpec("results", "RESULTS_BUCKET", expire_days=30)
 BUCKETS: tuple[BucketSpec, ...] = (PIPELINES_BUCKET, UPLOADS_BUCKET, RESULTS_BUCKET)
 
-# The worker holds an in-queue message for a whole execution and extends visibility by heartbeat, so the
-# initial timeout only has to cover the gap between heartbeats (see gpu_worker.heartbeat).
-IN_QUEUE_VISIBILITY_S = 300
+# The worker holds an in-queue message for a whole execution and extends visibility by heartbeat (every third
+# of it, see gpu_worker.heartbeat), so the timeout only has to cover the gap between heartbeats: a lost instance's
+# messages come back within about a minute (a crashed process's at once, see gpu_worker.held).
+IN_QUEUE_VISIBILITY_S = 60
 # The results consumer's Lambda timeout is 30 s; AWS asks for a visibility timeout of at least 6 times it.
 OUT_QUEUE_VISIBILITY_S = 180
 

@@ -97,6 +97,13 @@ class Settings(BaseModel):
     poll_wait_s: int = Field(default=20, ge=0, le=20)
     progress_interval_s: float = Field(default=1.0, ge=0)  # per execution: each event is a send and a write
     metrics_namespace: str = "Stagehub"
+    # Worker robustness (gpu_worker.watchdog): the process gives back its messages and exits when its compute
+    # loop makes no progress for this multiple of its expected step time (at least the minimum; while a model
+    # loads, the load allowance); it receives more only when the running batch ends within the horizon.
+    watchdog_stall_multiple: float = Field(default=20.0, ge=2)
+    watchdog_min_stall_s: float = Field(default=120.0, ge=1)
+    watchdog_load_s: float = Field(default=900.0, ge=1)
+    prefetch_horizon_s: float = Field(default=2.0, ge=0)
     # Set on EC2 by the launch template's user data: the worker protects its instance from scale-in while busy.
     asg_name: str = ""
     lifecycle_hook_name: str = ""

@@ -28,3 +28,7 @@ BATCH_SIZE = "BatchSize"  # count of executions in one batched model call
 GPU_UTILIZATION = "GpuUtilization"  # percent
 GPU_MEMORY_USED = "GpuMemoryUsed"  # percent
 WORKER_BUSY = "WorkerBusy"  # 1 while holding a message, 0 idle
+
+# Emitted by the worker for each execution it ends FAILED (dimensions: Stage, Backend, FailureCode)
+EXECUTION_FAILURES = "WorkerExecutionFailures"
+DIM_FAILURE_CODE = "FailureCode"  # BAD_INPUT, OUT_OF_MEMORY, TIMEOUT, INTERNAL

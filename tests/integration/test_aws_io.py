@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gpu_worker.aws_io import AwsIoProcess, AwsIoUnavailable
-from gpu_worker.cancellation import ExecutionRecords
+from gpu_worker.cancellation import CancellationWatcher
 from shared.aws import client
 from shared.errors import NotFound, TransientFailure
 from shared.queues import QueueClient
@@ -89,24 +89,26 @@ def _swallow(call: Any) -> None:
 
 
 @pytest.fixture(params=["botocore", "aws-io"])
-def records(request: pytest.FixtureRequest, stack_env: Settings) -> Iterator[ExecutionRecords]:
+def records(request: pytest.FixtureRequest, stack_env: Settings) -> Iterator[CancellationWatcher]:
     if request.param == "botocore":
-        yield ExecutionRecords(client("dynamodb", stack_env), stack_env.executions_table)
+        yield CancellationWatcher(client("dynamodb", stack_env), stack_env.executions_table)
         return
     process = AwsIoProcess(stack_env)
-    yield ExecutionRecords(process.client("dynamodb"), stack_env.executions_table)
+    yield CancellationWatcher(process.client("dynamodb"), stack_env.executions_table)
     process.close()
 
 
-def _put_record(settings: Settings, status: str, *, cancel: bool = False) -> str:
+def _put_record(settings: Settings, status: str, *, cancel: bool = False, deleted_at: str | None = None) -> str:
     execution_id = f"ex-{uuid.uuid4().hex}"
     item = {"executionId": {"S": execution_id}, "status": {"S": status}, "cancelRequested": {"BOOL": cancel}}
+    if deleted_at is not None:
+        item["deletedAt"] = {"S": deleted_at}
     client("dynamodb", settings).put_item(TableName=settings.executions_table, Item=item)
     return execution_id
 
 
 def test_records_decide_skip_and_stop_from_status_cancel_flag_and_deletion(
-    records: ExecutionRecords, stack_env: Settings
+    records: CancellationWatcher, stack_env: Settings
 ) -> None:
     running = _put_record(stack_env, "RUNNING")
     cancel_requested = _put_record(stack_env, "RUNNING", cancel=True)
@@ -128,8 +130,30 @@ def test_records_decide_skip_and_stop_from_status_cancel_flag_and_deletion(
     assert not records.should_stop(cancelled)
 
 
+def test_a_delete_tombstone_is_treated_as_cancelled_and_seen_right_before_writing(
+    records: CancellationWatcher, stack_env: Settings
+) -> None:
+    """CONTRACTS C2: `deletedAt` on the record (set by DELETE before the S3 purge) stops the execution."""
+    tombstoned = _put_record(stack_env, "RUNNING", deleted_at="2026-12-01T12:00:00.000Z")
+    running = _put_record(stack_env, "RUNNING")
+    assert records.should_skip(tombstoned) is True
+    records.watch(tombstoned)
+    records.refresh()
+    assert records.should_stop(tombstoned) is True
+    assert (records.stop_now(tombstoned), records.stop_now(running)) == (True, False)
+    client("dynamodb", stack_env).update_item(
+        TableName=stack_env.executions_table,
+        Key={"executionId": {"S": running}},
+        UpdateExpression="SET deletedAt = :at",
+        ExpressionAttributeValues={":at": {"S": "2026-12-01T12:00:01.000Z"}},
+    )
+    records.watch(running)
+    assert records.stop_now(running) is True  # a consistent read, not the last refresh
+    assert records.should_stop(running) is True
+
+
 def test_records_read_more_than_one_batch_of_keys(stack_env: Settings) -> None:
-    records = ExecutionRecords(client("dynamodb", stack_env), stack_env.executions_table)
+    records = CancellationWatcher(client("dynamodb", stack_env), stack_env.executions_table)
     ids = [_put_record(stack_env, "RUNNING") for _ in range(3)] + [f"ex-gone-{n}" for n in range(120)]
     for execution_id in ids:
         records.watch(execution_id)
@@ -149,7 +173,7 @@ class _FailingDynamo:
 
 
 def test_a_failed_refresh_keeps_the_last_answer_and_a_failed_skip_check_is_transient() -> None:
-    records = ExecutionRecords(_FailingDynamo(), "table")
+    records = CancellationWatcher(_FailingDynamo(), "table")
     records.watch("e1")
     records.refresh()
     assert records.should_stop("e1") is False

@@ -23,12 +23,15 @@ import httpx
 import pytest
 from PIL import Image
 
-from gpu_worker import worker as worker_module
+from gpu_worker import compute as compute_module
+from gpu_worker import endings as endings_module
 from gpu_worker.aws_io import AwsIoProcess
+from gpu_worker.seams import WorkerIo
 from gpu_worker.tiny_models import local_models_env
-from gpu_worker.worker import Worker, worker_io
+from gpu_worker.worker import Worker
 from local.consumers import QueueConsumers
 from shared.aws import client
+from shared.errors import TransientFailure
 from shared.messages import ExecutionStatus
 from shared.models import ExecutionRecord
 from shared.settings import Settings, get_settings
@@ -68,10 +71,12 @@ class RunningWorker:
     def __init__(self, settings: Settings, *, aws_io: bool = False, **options: Any) -> None:
         """`aws_io`: make the AWS calls through the I/O process, as gpu_worker.process does."""
         self.aws_io = AwsIoProcess(settings) if aws_io else None
+        self.fatal: list[str] = []
         self.worker = Worker(
             settings,
-            **worker_io(settings, self.aws_io),
+            WorkerIo.build(settings, self.aws_io),
             visibility_s=SHORT_VISIBILITY_S,
+            on_fatal=self.fatal.append,  # never os._exit inside pytest
             **options,
         )
         self.stop = threading.Event()
@@ -86,6 +91,7 @@ class RunningWorker:
         self.thread.join(30)
         if self.aws_io is not None:
             self.aws_io.close()
+        assert not self.fatal, self.fatal
 
 
 def record(execution_id: str) -> ExecutionRecord:
@@ -186,28 +192,57 @@ def test_cancelling_a_running_execution_stops_it_and_keeps_no_outputs(env: Setti
     assert queue_depth(env, env.in_queue_url) == 0
 
 
-def test_a_worker_killed_mid_stage_is_replaced_and_the_execution_completes(
-    env: Settings, consumers: QueueConsumers
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_stage_runs_again_at_once_and_resumes_at_the_unfinished_stage(
+    stack_env: Settings, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path, tmp_path: Path
 ) -> None:
-    """SIGKILL: no goodbye, the message's visibility lapses, and another worker finishes the execution."""
+    """SIGKILL of the supervisor's worker process while it computes stage 1 of 2: its successor on the slot gives
+    the message back at once (the queue's 60 s visibility would otherwise hold it), resumes at stage 1 from the
+    checkpoint in S3 (stage 0 is not computed again), and the execution succeeds."""
+    for name, value in local_models_env(tiny_models_dir).items():
+        monkeypatch.setenv(name, value)
+    for name, value in {"POLL_WAIT_S": "1", "DEVICE": "cpu", "PROGRESS_INTERVAL_S": "0"}.items():
+        monkeypatch.setenv(name, value)
+    env = private_queues(stack_env, monkeypatch, in_visibility_s=60)
+    stages = [
+        {"type": "txt2img", "inline": True, "body": "a fox", "parameters": {"steps": 2, "width": 64, "height": 64}},
+        {"type": "img2img", "inline": True, "body": "oil", "parameters": {"steps": 150, "strength": 1.0}},
+    ]
     user = new_id()
-    slow = [{"type": "txt2img", "inline": True, "body": "x", "parameters": {"steps": 40, "width": 64, "height": 64}}]
-    execution_id = start(make_pipeline(env, slow), user)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "gpu_worker.process"], env=dict(os.environ), cwd=ROOT, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for(lambda: (record(execution_id).progress or {}).get("step", 0) >= 1, 90, "the first worker's steps")
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-        assert record(execution_id).status == "RUNNING"
-    finally:
-        if first.poll() is None:
-            first.kill()
-    with RunningWorker(env):
-        done = wait_final(execution_id, 120)
-    assert done.status == "SUCCEEDED", done.error
-    assert "stage-0-0.png" in result_objects(env, execution_id)
+    execution_id = start(make_pipeline(env, stages), user)
+    log_path = tmp_path / "supervisor.log"
+    consumers = QueueConsumers(env, wait_s=1).start()
+    with log_path.open("wb") as log_file:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "gpu_worker"], env=dict(os.environ), cwd=ROOT, stderr=log_file
+        )
+        try:
+            checkpoint = f"{execution_prefix(execution_id)}checkpoint.json"
+            wait_for(lambda: "checkpoint.json" in result_objects(env, execution_id), 150, "stage 0's checkpoint")
+            wait_for(lambda: (record(execution_id).progress or {}).get("stage") == 2, 60, "stage 1 to run")
+            [worker_pid] = _children(supervisor.pid)
+            os.kill(worker_pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            wait_for(lambda: '"fromStage": 1' in log_path.read_text(errors="replace"), 120, "the resumed start")
+            resumed_after_s = time.monotonic() - killed_at
+            sqs = client("sqs", env)
+            attributes = sqs.get_queue_attributes(QueueUrl=env.in_queue_url, AttributeNames=["All"])["Attributes"]
+            assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # held by the successor
+            status, _body = call_api("POST", f"/executions/{execution_id}/cancel", user)
+            assert status == 202  # 150 steps are long here: cancelling also shows the resumed run is live
+            done = wait_final(execution_id, 120)
+        finally:
+            supervisor.send_signal(signal.SIGTERM)
+            supervisor.wait(60)
+            consumers.stop()
+    print(f"killed -> running again (resumed at stage 1) in {resumed_after_s:.1f} s")
+    assert resumed_after_s < 90  # 30 s is the target (bench); this machine is shared and slow to start torch
+    assert done.status == "CANCELLED"
+    assert checkpoint.removeprefix(execution_prefix(execution_id)) not in result_objects(env, execution_id)
 
 
 def test_duplicate_deliveries_produce_one_result(env: Settings, consumers: QueueConsumers) -> None:
@@ -221,16 +256,14 @@ def test_duplicate_deliveries_produce_one_result(env: Settings, consumers: Queue
     sqs.send_message(QueueUrl=env.in_queue_url, MessageBody=message["Body"])  # the same message, delivered twice
 
     rendered: list[bytes] = []
-    upload = Worker._upload_image
+    encode = endings_module.encode_png
 
-    def keep(self: Worker, job: Any, key: str, image: Any) -> None:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        rendered.append(buffer.getvalue())
-        upload(self, job, key, image)
+    def keep(image: Any) -> bytes:
+        rendered.append(encode(image))
+        return rendered[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Worker, "_upload_image", keep)
+        patch.setattr(endings_module, "encode_png", keep)
         with RunningWorker(env):
             done = wait_final(execution_id)
             wait_for(lambda: queue_depth(env, env.in_queue_url) == 0, 30, "both deliveries to be done")
@@ -244,16 +277,16 @@ def test_duplicate_deliveries_produce_one_result(env: Settings, consumers: Queue
     assert result_objects(env, execution_id) == {"request.json", "result.json", "stage-0-0.png"}
 
 
-def test_a_poison_message_ends_in_the_dlq_and_its_execution_failed(
+def test_a_message_that_fails_every_attempt_ends_in_the_dlq_and_its_execution_failed(
     env: Settings, consumers: QueueConsumers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A message that crashes every attempt is received maxReceiveCount times, dead-lettered, and failed."""
+    """A message given back on every attempt is received maxReceiveCount times, dead-lettered, and failed."""
 
-    class Crashing:
+    class Failing:
         def run(self, *args: Any) -> Any:
-            raise RuntimeError("segfault-like failure in the model")
+            raise TransientFailure("S3 is down for this one")
 
-    monkeypatch.setattr(worker_module, "runner_for", lambda stage_type: Crashing())
+    monkeypatch.setattr(compute_module, "runner_for", lambda stage_type: Failing())
     user = new_id()
     execution_id = start(make_pipeline(env, TXT2IMG), user)
     client("sqs", env).send_message(QueueUrl=env.in_queue_url, MessageBody="not even json")

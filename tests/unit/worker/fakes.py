@@ -25,8 +25,8 @@ class FakeQueues:
         self.deleted: list[str] = []
         self.visibility: list[tuple[str, int]] = []
 
-    def put(self, body: str) -> ReceivedMessage:
-        message = ReceivedMessage(str(uuid.uuid4()), f"receipt-{uuid.uuid4()}", body, 1)
+    def put(self, body: str, receive_count: int = 1) -> ReceivedMessage:
+        message = ReceivedMessage(str(uuid.uuid4()), f"receipt-{uuid.uuid4()}", body, receive_count)
         self.incoming.append(message)
         return message
 
@@ -71,6 +71,10 @@ class FakeBlobs:
     def get_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.get_bytes(bucket, key))
 
+    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        data = self.objects.get((bucket, key))
+        return None if data is None else {"ContentLength": len(data)}
+
     def delete_prefix(self, bucket: str, prefix: str) -> int:
         doomed = [k for k in self.objects if k[0] == bucket and k[1].startswith(prefix)]
         for key in doomed:
@@ -84,9 +88,12 @@ class FakeBlobs:
 class FakeRecords:
     """Execution records as the worker reads them: which to skip at intake and which to stop while running."""
 
+    alive = True
+
     def __init__(self) -> None:
         self.skip: set[str] = set()
         self.stopping: set[str] = set()
+        self.deleted: set[str] = set()  # CONTRACTS C2: seen by the check right before writing
 
     def start(self) -> None:
         pass
@@ -103,7 +110,20 @@ class FakeRecords:
     def should_stop(self, execution_id: str) -> bool:
         return execution_id in self.stopping
 
+    def stop_now(self, execution_id: str) -> bool:
+        return execution_id in self.stopping or execution_id in self.deleted
+
     def forget(self, execution_id: str) -> None:
+        pass
+
+
+class FakeRegistry:
+    device = "cpu"
+
+    def is_loaded(self, name: str) -> bool:
+        return True
+
+    def warm_up(self) -> None:
         pass
 
 

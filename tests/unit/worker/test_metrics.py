@@ -288,15 +288,18 @@ def test_a_failing_sampler_does_not_break_sampling(cloudwatch: Any) -> None:
 class RecordingMetrics:
     def __init__(self) -> None:
         self.batches: list[tuple[str, float, int]] = []
+        self.failures: list[str] = []
 
     def record_batch(self, stage_type: str, duration_ms: float, batch_size: int) -> None:
         self.batches.append((stage_type, duration_ms, batch_size))
 
+    def record_failure(self, code: str) -> None:
+        self.failures.append(code)
+
 
 def test_the_worker_records_each_batch_that_ran(monkeypatch: pytest.MonkeyPatch) -> None:
-    h = Harness(monkeypatch, ScriptedRunner(kind="text"), max_batch_size=2)
     recorder = RecordingMetrics()
-    h.worker.metrics = recorder
+    h = Harness(monkeypatch, ScriptedRunner(kind="text"), max_batch_size=2, metrics=recorder)
     for n in range(3):
         h.submit(f"e{n}", f"p{n}", stages=["txt2txt"])
     h.run_until_idle()
@@ -304,18 +307,28 @@ def test_the_worker_records_each_batch_that_ran(monkeypatch: pytest.MonkeyPatch)
     assert all(duration >= 0 for _, duration, _ in recorder.batches)
 
 
-def test_a_failed_batch_records_no_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_batch_records_no_duration_and_its_failure_code(monkeypatch: pytest.MonkeyPatch) -> None:
     from shared.errors import BadInput
 
     def behaviour(prompts: list[str]) -> None:
         raise BadInput("no")
 
-    h = Harness(monkeypatch, ScriptedRunner(behaviour))
     recorder = RecordingMetrics()
-    h.worker.metrics = recorder
+    h = Harness(monkeypatch, ScriptedRunner(behaviour), metrics=recorder)
     h.submit("e1", "x")
     h.run_until_idle()
     assert recorder.batches == []
+    assert recorder.failures == ["BAD_INPUT"]
+
+
+def test_the_failure_metric_carries_its_code_as_a_dimension(cloudwatch: Any) -> None:
+    metrics = _metrics(cloudwatch)
+    metrics.record_failure("BAD_INPUT")
+    metrics.record_failure("BAD_INPUT")
+    metrics.record_failure("TIMEOUT")
+    metrics.flush()
+    dims = [*BASE_DIMS, {"Name": telemetry.DIM_FAILURE_CODE, "Value": "BAD_INPUT"}]
+    assert _statistics(cloudwatch, telemetry.EXECUTION_FAILURES, dims, "Count")["Sum"] == 2
 
 
 def test_a_worker_without_metrics_uses_the_no_op(monkeypatch: pytest.MonkeyPatch) -> None:

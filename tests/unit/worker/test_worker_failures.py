@@ -10,13 +10,22 @@ from typing import Any
 
 import pytest
 
-from gpu_worker import worker as worker_module
+from gpu_worker import compute as compute_module
+from gpu_worker.seams import WorkerIo
 from gpu_worker.worker import Worker
 from shared.errors import BadInput, OutOfMemory, TransientFailure
 from shared.messages import MESSAGE_VERSION
 from shared.stages import execution_prefix, manifest_key
 from tests.unit.execution_fakes import unit_settings
-from tests.unit.worker.fakes import IN_QUEUE, OUT_QUEUE, FakeBlobs, FakeQueues, FakeRecords, ScriptedRunner
+from tests.unit.worker.fakes import (
+    IN_QUEUE,
+    OUT_QUEUE,
+    FakeBlobs,
+    FakeQueues,
+    FakeRecords,
+    FakeRegistry,
+    ScriptedRunner,
+)
 
 RESULTS = "results"
 BACKOFF_S = 7
@@ -29,6 +38,7 @@ class Harness:
         runner: ScriptedRunner,
         max_batch_size: int = 4,
         progress_interval_s: float = 0,
+        metrics: Any = None,
     ) -> None:
         settings = unit_settings(
             in_queue_url=IN_QUEUE,
@@ -40,15 +50,14 @@ class Harness:
             progress_interval_s=progress_interval_s,
         )
         self.queues, self.blobs, self.records, self.runner = FakeQueues(), FakeBlobs(), FakeRecords(), runner
-        monkeypatch.setattr(worker_module, "runner_for", lambda stage_type: runner)
+        monkeypatch.setattr(compute_module, "runner_for", lambda stage_type: runner)
         self.worker = Worker(
             settings,
-            blobs=self.blobs,  # type: ignore[arg-type]
-            queues=self.queues,  # type: ignore[arg-type]
-            registry=object(),
-            records=self.records,  # type: ignore[arg-type]
+            WorkerIo(blobs=self.blobs, queues=self.queues, cancellations=self.records),  # type: ignore[arg-type]
+            registry=FakeRegistry(),
             overlap_io=False,
             retry_backoff_s=BACKOFF_S,
+            metrics=metrics,
         )
 
     def submit(self, execution_id: str, prompt: str, stages: list[str] | None = None) -> str:
@@ -174,8 +183,11 @@ def test_a_transient_failure_gives_the_message_back_for_a_retry(monkeypatch: pyt
     assert h.worker.open_jobs() == 0
 
 
-def test_an_unexpected_error_spares_the_rest_of_the_batch_and_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A crash we cannot classify is retried (another worker may do better); after maxReceiveCount, the DLQ."""
+def test_an_unexpected_error_spares_the_rest_of_the_batch_and_fails_its_own_execution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crash we cannot classify: the batch runs again item by item, and the item that still crashes ends
+    FAILED INTERNAL (deleted, not left to come back); the worker goes on."""
 
     def behaviour(prompts: list[str]) -> None:
         if "bad" in prompts:
@@ -185,10 +197,11 @@ def test_an_unexpected_error_spares_the_rest_of_the_batch_and_is_retried(monkeyp
     h.submit("good", "good")
     bad = h.submit("bad", "bad")
     h.run_until_idle()
+    assert h.runner.calls == [["good", "bad"], ["good"], ["bad"]]
     assert h.finished("good")["status"] == "SUCCEEDED"
-    assert "bad" not in h.queues.finished()
-    assert bad not in h.queues.deleted
-    assert (bad, BACKOFF_S) in h.queues.visibility
+    assert (h.finished("bad")["status"], h.finished("bad")["error"]["code"]) == ("FAILED", "INTERNAL")
+    assert bad in h.queues.deleted
+    assert h.worker.open_jobs() == 0
 
 
 def test_cancelling_one_item_does_not_cancel_its_batch(monkeypatch: pytest.MonkeyPatch) -> None:
