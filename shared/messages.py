@@ -82,16 +82,6 @@ class OutEvent(StrEnum):
     FINISHED = "finished"
 
 
-class StageUsage(_Wire):
-    stage: int = Field(ge=0)  # 0-based stage index
-    seconds: float = Field(ge=0)  # time this stage's model calls held the device (batch time split evenly)
-
-
-class ExecutionUsage(_Wire):
-    gpu_seconds: float = Field(ge=0, alias="gpuSeconds")
-    stages: list[StageUsage] = Field(default_factory=list)
-
-
 class OutQueueMessage(_Wire):
     execution_id: str = Field(alias="executionId", min_length=1)
     execution_uri: str | None = Field(default=None, alias="executionUri")
@@ -102,7 +92,6 @@ class OutQueueMessage(_Wire):
     status: ExecutionStatus | None = None
     progress: Progress | None = None
     error: ErrorInfo | None = None
-    usage: ExecutionUsage | None = None
     at: str = Field(default_factory=utc_now_iso)
     usage: ExecutionUsage | None = None  # contract C1: on finished events
     # Optional: the execution's owner (request.json's userId), so the consumer writes without reading first.
