@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -100,6 +101,7 @@ class LocalStack:
         endpoint = self._moto.start()
         _log("creating tables, buckets and queues")
         self.environment = provision(endpoint) | models_environment(self.models_dir)
+        self.environment |= self._bind_gateway()
         self._env_context = patched_environment(self.environment)
         self._env_context.__enter__()
         bind_models(get_settings())
@@ -110,10 +112,14 @@ class LocalStack:
         self._wait_healthy()
         return self
 
-    def _start_gateway(self) -> None:
+    def _bind_gateway(self) -> dict[str, str]:
+        """Bind the gateway's port (0 picks one) and return the environment naming its origin as the one CORS allows."""
         from local.gateway import LocalGateway
 
         self._gateway = LocalGateway(host=self.host, port=self.port)
+        return {"CORS_ALLOW_ORIGINS": json.dumps([self._gateway.url])}
+
+    def _start_gateway(self) -> None:
         self._gateway.start()
         _log(f"API on {self._gateway.url} (docs: {self._gateway.url}/docs)")
 

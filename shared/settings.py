@@ -82,12 +82,21 @@ class Settings(BaseModel):
     # Set on EC2 by the launch template's user data: the worker protects its instance from scale-in while busy.
     asg_name: str = ""
     lifecycle_hook_name: str = ""
+    # Web app: the origins whose browsers may call the API (CORS); JSON list in CORS_ALLOW_ORIGINS, "*" = any.
+    cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
 
     @field_validator("backend_queues", "backend_dlqs", "models", "default_models", mode="before")
     @classmethod
     def _parse_json(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else ["*"]
         return value
 
     @property
