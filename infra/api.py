@@ -10,13 +10,13 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from functions import routes
+from functions import cors, routes
 from infra import nag
 from infra.config import StagehubConfig
 from infra.functions import AUTHORIZER, Functions, retention_days
 
 AUTHORIZER_CACHE_S = 60  # short: a revoked token stops working within a minute
-ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key")
+ALLOWED_HEADERS = cors.ALLOWED_HEADERS
 
 
 # (gateway response, status code or None to keep API Gateway's, API.md error code)

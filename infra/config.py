@@ -54,7 +54,7 @@ class StagehubConfig:
     max_receive_count: int | None = None  # None: each queue's own value from shared.resources
     api_rate_limit: int = 50
     api_burst_limit: int = 100
-    cors_allow_origins: tuple[str, ...] = ("*",)
+    cors_allow_origins: tuple[str, ...] = ()  # empty: the web app's origin (infra/stack.py)
     retain_data: bool = True
     alarm_email: str | None = None
     oldest_message_alarm_s: int = 900
@@ -142,7 +142,7 @@ class StagehubConfig:
             max_receive_count=_optional_int(get("maxReceiveCount")),
             api_rate_limit=int(get("apiRateLimit", 50)),
             api_burst_limit=int(get("apiBurstLimit", 100)),
-            cors_allow_origins=tuple(_json_value(get("corsAllowOrigins", ["*"]))),
+            cors_allow_origins=tuple(_json_value(get("corsAllowOrigins", []))),
             retain_data=str(get("removalPolicy", "retain")).lower() == "retain",
             alarm_email=_optional_str(get("alarmEmail")),
             oldest_message_alarm_s=int(get("oldestMessageAlarmSeconds", 900)),
