@@ -100,8 +100,9 @@ class LocalStack:
         _log("starting moto (SQS, DynamoDB, S3) on loopback")
         endpoint = self._moto.start()
         _log("creating tables, buckets and queues")
-        self.environment = provision(endpoint) | models_environment(self.models_dir)
-        self.environment |= self._bind_gateway()
+        cors = self._bind_gateway()
+        self.environment = provision(endpoint, cors_origins=[self._gateway.url]) | models_environment(self.models_dir)
+        self.environment |= cors
         self._env_context = patched_environment(self.environment)
         self._env_context.__enter__()
         bind_models(get_settings())

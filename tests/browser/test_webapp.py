@@ -1,8 +1,9 @@
 """The web app in a real browser: headless Chromium (Debian's chromium + chromium-driver, through Selenium)
 against the local stack as `make run` starts it, with the tiny models.
 
-One person walks: sign up → compose a two-stage pipeline in the editor → run it (a variable filled in) →
-watch progress reach 100 → see the image → rate another user's pipeline → delete the execution. The walk
+One person walks: sign up → compose a two-stage pipeline in the editor (the API's 422 shown at its field) →
+run it (a variable filled in) → watch progress reach 100 → see the image → rate another user's pipeline →
+run another with an uploaded image → delete the first execution → phone width. The walk
 fails on any console error and on any request to an origin other than the stack's own two: the page's (the
 app and the API) and the storage endpoint's (moto standing in for S3: presigned result URLs). Each step's
 screenshot goes to $STAGEHUB_SCREENSHOTS_DIR (default .cache/screenshots/).
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 
 from local.stack import LocalStack
 
@@ -107,6 +109,14 @@ class Walk:
             if message["method"] == "Network.requestWillBeSent":
                 self.requests.append(message["params"]["request"]["url"])
 
+    def expect_failed_request(self, path: str, status: int) -> None:
+        """A deliberate 4xx: Chromium logs it as a console error of source "network"; that one entry is allowed."""
+        self.collect()
+        wanted = f"{self.base}{path} - Failed to load resource: the server responded with a status of {status}"
+        found = [e for e in self.console if e["source"] == "network" and e["message"].startswith(wanted)]
+        assert len(found) == 1, f"expected one {status} for {path}, got {self.console}"
+        self.console.remove(found[0])
+
     def check_clean(self) -> None:
         self.collect()
         assert self.console == [], f"console errors: {self.console}"
@@ -118,8 +128,8 @@ class Walk:
         assert foreign == [], f"requests to other origins: {foreign}"
 
 
-def _other_users_pipeline(stack: LocalStack) -> dict[str, Any]:
-    """Another person's pipeline, made through the API, for our walker to rate."""
+def _other_users_pipelines(stack: LocalStack) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Another person's pipelines, made through the API: one to rate, one that takes an uploaded image."""
     email = f"bob-{uuid.uuid4().hex[:8]}@example.com"
     with httpx.Client(base_url=stack.url, timeout=30) as api:
         api.post("/auth/register", json={"email": email, "password": PASSWORD, "displayName": "Bob"}).raise_for_status()
@@ -139,14 +149,21 @@ def _other_users_pipeline(stack: LocalStack) -> dict[str, Any]:
         }
         created = api.post("/pipelines", json=body, headers=headers)
         created.raise_for_status()
-        return created.json()
+        img2img = {
+            "name": "Bob's ink",
+            "description": "your picture, in ink",
+            "stages": [{"type": "img2img", "inline": True, "body": "ink", "parameters": {"steps": 2, "strength": 0.5}}],
+        }
+        ink = api.post("/pipelines", json=img2img, headers=headers)
+        ink.raise_for_status()
+        return created.json(), ink.json()
 
 
-def test_a_person_composes_runs_watches_rates_and_deletes(stack: LocalStack, browser: Any) -> None:
+def test_a_person_composes_runs_watches_rates_and_deletes(stack: LocalStack, browser: Any, tmp_path: Path) -> None:
     shots = Path(os.environ.get("STAGEHUB_SCREENSHOTS_DIR", ROOT / ".cache" / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     walk = Walk(browser, stack, shots)
-    bobs = _other_users_pipeline(stack)
+    bobs, ink = _other_users_pipelines(stack)
 
     # Sign up (the app signs in right after and lands on the pipelines).
     browser.get(f"{stack.url}/")
@@ -180,9 +197,20 @@ def test_a_person_composes_runs_watches_rates_and_deletes(stack: LocalStack, bro
     walk.until(lambda d: second.find_elements(By.CSS_SELECTOR, "input[name=width]"))
     second.find_element(By.CSS_SELECTOR, "textarea[name=prompt]").send_keys("a painting of ")
     second.find_element(By.XPATH, ".//button[contains(., 'Insert {{previous}}')]").click()
-    for name, value in (("steps", "2"), ("width", "64"), ("height", "64")):
+    for name, value in (("steps", "2"), ("width", "64"), ("height", "100")):
         second.find_element(By.CSS_SELECTOR, f"input[name={name}]").send_keys(value)
     assert "subject" in browser.find_element(By.CSS_SELECTOR, "form .hint[aria-live]").text
+    # The API's 422 (a height that is no multiple of 8) lands at that field, which takes the focus.
+    walk.find("form .actions button[type=submit]").click()
+    height = second.find_element(By.CSS_SELECTOR, "input[name=height]")
+    walk.until(lambda d: height.get_attribute("aria-invalid") == "true", message="no error at the height field")
+    error = browser.find_element(By.ID, f"{height.get_attribute('id')}-error")
+    assert "multiple of 8" in error.text
+    assert browser.switch_to.active_element == height
+    walk.expect_failed_request("/pipelines", 422)
+    walk.shot("editor-error")
+    height.clear()
+    height.send_keys("64")
     walk.shot("editor")
     walk.find("form .actions button[type=submit]").click()
     walk.heading("Fox haiku to picture")
@@ -220,13 +248,30 @@ def test_a_person_composes_runs_watches_rates_and_deletes(stack: LocalStack, bro
     walk.until(lambda d: "yours: 4 of 5" in d.find_element(By.CSS_SELECTOR, "p.rating").text)
     walk.shot("rated")
 
+    # Run the other one with an uploaded image (POST /uploads, then the presigned PUT from the page).
+    picture = tmp_path / "input.png"
+    Image.new("RGB", (64, 64), (200, 80, 40)).save(picture)
+    browser.get(f"{stack.url}/#/pipelines/{ink['pipelineId']}/run")
+    walk.heading("Run Bob's ink")
+    walk.find("#var-image").send_keys(str(picture))
+    walk.find("form .actions button[type=submit]").click()
+    walk.heading("Execution")
+    walk.until(
+        lambda d: "SUCCEEDED" in d.find_element(By.CSS_SELECTOR, ".execution-status").text,
+        timeout=RUN_TIMEOUT_S,
+        message="the img2img execution did not succeed",
+    )
+    walk.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".results img"), message="no img2img output")
+
     # Delete the execution: it leaves the list.
     browser.get(execution_url)
     walk.heading("Execution")
     walk.find("button.danger").click()
     walk.until(lambda d: d.switch_to.alert).accept()
     walk.heading("My executions")
-    walk.until(lambda d: "You have not run anything yet." in d.find_element(By.TAG_NAME, "main").text)
+    short_id = execution_url.rsplit("/", 1)[1][:8]  # the list names executions by their id's first 8 characters
+    walk.until(lambda d: short_id not in d.find_element(By.TAG_NAME, "main").text)
+    walk.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "main .items li")) == 1)  # the img2img run is left
     walk.shot("deleted")
 
     # At phone width nothing needs horizontal scrolling.
