@@ -209,6 +209,11 @@ def test_a_person_composes_runs_watches_rates_and_deletes(stack: LocalStack, bro
     assert browser.switch_to.active_element == height
     walk.expect_failed_request("/pipelines", 422)
     walk.shot("editor-error")
+    unlabelled = browser.execute_script(
+        "return [...document.querySelectorAll('input, select, textarea')]"
+        ".filter((e) => !e.hidden && !(e.labels && e.labels.length)).map((e) => e.outerHTML)"
+    )
+    assert unlabelled == [], "every control of the editor has a label"
     height.clear()
     height.send_keys("64")
     walk.shot("editor")
@@ -280,4 +285,11 @@ def test_a_person_composes_runs_watches_rates_and_deletes(stack: LocalStack, bro
     walk.heading("All pipelines")
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
     walk.shot("phone")
+
+    # Sign out: the session is gone from the tab, and a reload stays signed out.
+    walk.find("nav button.link").click()
+    walk.heading("Sign in")
+    assert browser.execute_script("return sessionStorage.length") == 0
+    browser.refresh()
+    walk.heading("Sign in")
     walk.check_clean()
