@@ -51,18 +51,23 @@ function pipelineRow(item) {
 
 export async function pipelineListView(app, scope, userId) {
   const titles = { all: "All pipelines", mine: "My pipelines", user: "Pipelines by one author" };
+  let authorName = null;
   const path = scope === "all" ? "/pipelines" : `/users/${encodeURIComponent(scope === "mine" ? "me" : userId)}/pipelines`;
   const list = pagedList(app, {
     path,
-    row: pipelineRow,
+    row(item) {
+      authorName = authorName || item.authorName;
+      return pipelineRow(item);
+    },
     label: titles[scope],
     empty: scope === "mine" ? "You have no pipelines yet." : "No pipelines here yet.",
   });
   await list.ready;
+  const title = scope === "user" && authorName ? `Pipelines by ${authorName}` : titles[scope];
   return h(
     "section",
     {},
-    h("div", { class: "heading-row" }, h("h1", {}, titles[scope]), h("a", { class: "button", href: "#/new" }, "New pipeline")),
+    h("div", { class: "heading-row" }, h("h1", {}, title), h("a", { class: "button", href: "#/new" }, "New pipeline")),
     list,
   );
 }
