@@ -129,7 +129,8 @@ def test_an_api_function_answers_errors_with_cors(allowed_app_origin: None) -> N
         "body": None,
         "isBase64Encoded": False,
     }
-    response = lambda_handler(event, LambdaContext("auth", "r"))
+    context: Any = LambdaContext("auth", "r")  # the attributes Powertools reads, as the local gateway passes them
+    response = lambda_handler(event, context)
     assert response["statusCode"] == 401
     headers = response.get("multiValueHeaders") or {k: [v] for k, v in response["headers"].items()}
     assert headers["Access-Control-Allow-Origin"] == [APP]
