@@ -20,7 +20,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.cors import with_cors
 from functions.observability import LambdaHandler, capture_lambda_handler, logger, metrics
 from shared.errors import StagehubError, Unauthorized
-from shared.settings import get_settings
 
 
 def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> Response[Any]:
@@ -102,6 +101,8 @@ def make_lambda_handler(app: APIGatewayRestResolver) -> LambdaHandler:
     @capture_lambda_handler
     @metrics.log_metrics(capture_cold_start_metric=True)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        from shared.settings import get_settings  # on first use: settings are not a cold-import cost
+
         return with_cors(event, app.resolve(event, context), get_settings().cors_allow_origins)
 
     return lambda_handler
