@@ -110,10 +110,15 @@ class Walk:
                 self.requests.append(message["params"]["request"]["url"])
 
     def expect_failed_request(self, path: str, status: int) -> None:
-        """A deliberate 4xx: Chromium logs it as a console error of source "network"; that one entry is allowed."""
+        """A deliberate 4xx (to a URL starting with `path`): Chromium logs it as a console error of source
+        "network"; that one entry is allowed."""
         self.collect()
-        wanted = f"{self.base}{path} - Failed to load resource: the server responded with a status of {status}"
-        found = [e for e in self.console if e["source"] == "network" and e["message"].startswith(wanted)]
+        failed = f"Failed to load resource: the server responded with a status of {status} "
+        found = [
+            e
+            for e in self.console
+            if e["source"] == "network" and e["message"].startswith(f"{self.base}{path}") and failed in e["message"]
+        ]
         assert len(found) == 1, f"expected one {status} for {path}, got {self.console}"
         self.console.remove(found[0])
 
@@ -178,7 +183,14 @@ def test_a_person_composes_runs_watches_rates_and_deletes(stack: LocalStack, bro
     walk.find("form button[type=submit]").click()
     walk.heading("All pipelines")
     walk.until(lambda d: "Bob's foxes" in d.find_element(By.TAG_NAME, "main").text)
+    assert browser.switch_to.active_element.tag_name == "h1"  # each page moves the focus to its heading
     walk.shot("pipelines")
+
+    # An error never blanks the page: an unknown pipeline says so, under the navigation.
+    browser.get(f"{stack.url}/#/pipelines/{uuid.uuid4()}")
+    walk.heading("Something went wrong")
+    assert browser.find_elements(By.CSS_SELECTOR, "nav a[href='#/new']")
+    walk.expect_failed_request("/pipelines/", 404)
 
     # The editor: two stages, text then image, the second fed by {{previous}}.
     walk.find("nav a[href='#/new']").click()
