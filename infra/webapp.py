@@ -23,6 +23,7 @@ from shared import webapp as web
 
 WEBAPP_DIR = Path(__file__).resolve().parents[1] / "webapp"
 DEPLOYMENT_FUNCTION_PREFIX = "Custom::CDKBucketDeployment"
+CACHE_CONTROL = "public, max-age=0, s-maxage=86400, must-revalidate"
 
 
 @jsii.implements(cdk.IStableStringProducer)
@@ -158,6 +159,9 @@ class WebApp(Construct):
                 s3deploy.Source.json_data(web.CONFIG_FILE, {"apiBaseUrl": rest_api.url}),
             ],
             destination_bucket=self.bucket,
+            # Browsers revalidate every file (a deploy's files arrive together); CloudFront keeps them until the
+            # deployment's invalidation.
+            cache_control=[s3deploy.CacheControl.from_string(CACHE_CONTROL)],
             distribution=self.distribution,
             distribution_paths=["/*"],
             prune=True,

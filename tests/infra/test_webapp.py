@@ -76,6 +76,7 @@ def test_files_and_config_are_deployed(synthesized: Synthesized) -> None:
     assert props["DestinationBucketName"] == {"Ref": synthesized.logical_id(synthesized.stack.webapp.bucket)}
     assert len(props["SourceObjectKeys"]) == 2  # the webapp/ folder and config.json
     assert props["DistributionPaths"] == ["/*"]
+    assert props["SystemMetadata"]["cache-control"] == "public, max-age=0, s-maxage=86400, must-revalidate"
     markers = json.dumps(props.get("SourceMarkers", []))
     assert synthesized.logical_id(synthesized.stack.api.rest_api) in markers  # config.json's apiBaseUrl
 

@@ -169,12 +169,18 @@ export class Api {
   }
 }
 
-// Which optional endpoints this deployment has (the API grows: /backends, /models), read once from the
-// public OpenAPI document so that no probe ever answers 404.
+// What this deployment offers beyond the first API (the API grows: /backends, /models, /users/me/usage,
+// webhooks), read once from the public OpenAPI document so that no probe ever answers 404: its paths, plus
+// "webhooks" when the execution submission takes a `webhook`.
 export async function detectFeatures(api) {
   try {
     const document = await api.request("GET", "/openapi.json", { auth: false });
-    return new Set(Object.keys(document.paths || {}));
+    const features = new Set(Object.keys(document.paths || {}));
+    const schemas = (document.components && document.components.schemas) || {};
+    if (Object.values(schemas).some((schema) => schema.properties && schema.properties.webhookEvents)) {
+      features.add("webhooks");
+    }
+    return features;
   } catch {
     return new Set();
   }

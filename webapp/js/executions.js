@@ -54,7 +54,29 @@ export async function executionListView(app) {
   }
   filter.addEventListener("change", show);
   await show();
-  return h("section", {}, h("h1", {}, "My executions"), h("div", { class: "filters" }, field("Status", filter)), slot);
+  return h(
+    "section",
+    {},
+    h("h1", {}, "My executions"),
+    await usageSummary(app),
+    h("div", { class: "filters" }, field("Status", filter)),
+    slot,
+  );
+}
+
+// Today's usage and limits, where the deployment has `GET /users/me/usage`.
+async function usageSummary(app) {
+  if (!app.features.has("/users/me/usage")) return null;
+  const usage = await app.api.get("/users/me/usage").catch(() => null);
+  if (!usage) return null;
+  const limits = usage.limits || {};
+  const quota = limits.dailyGpuSeconds ? ` of ${limits.dailyGpuSeconds}` : "";
+  return h(
+    "p",
+    { class: "meta" },
+    `Today (${usage.day}): ${usage.executions} executions, ${Number(usage.gpuSeconds).toFixed(1)}${quota} GPU-seconds; ` +
+      `${usage.active} running or queued, ${usage.waiting} waiting (at most ${limits.maxActiveExecutions ?? "?"} at a time).`,
+  );
 }
 
 // --- run --------------------------------------------------------------------------------------------------
@@ -97,6 +119,10 @@ export async function runView(app, pipelineId) {
     ? field("Input image (variables.image)", imageInput, "PNG, JPEG or WebP, up to 2048 pixels a side; uploaded first.")
     : null;
   const backend = await backendChoice(app);
+  const webhook = h("input", { type: "url", id: "run-webhook", name: "webhook", placeholder: "https://example.com/hook" });
+  const webhookField = app.features.has("webhooks")
+    ? field("Webhook (optional)", webhook, "An https address told when the execution completes (signed; see your webhook secret).")
+    : null;
   const overrides = pipeline.stages.map((stage, index) =>
     parameterFields(byType[stage.type], {}, {
       idPrefix: `override-${index}`,
@@ -116,6 +142,7 @@ export async function runView(app, pipelineId) {
     }
     if (loc[0] === "variables" && variableInputs[loc[1]]) return variableInputs[loc[1]].fieldWrapper.showError(message);
     if (loc[0] === "backend") return backend.showError(message);
+    if (loc[0] === "webhook" && webhookField) return webhookField.showError(message);
     formError.append(h("p", {}, loc.length ? `${loc.join(".")}: ${message}` : message));
   }
 
@@ -143,6 +170,7 @@ export async function runView(app, pipelineId) {
             if (Object.keys(values).length) parameters[String(index)] = values;
           });
           if (Object.keys(parameters).length) body.parameters = parameters;
+          if (webhook.value.trim()) body.webhook = webhook.value.trim();
           const execution = await app.api.post(`/pipelines/${encodeURIComponent(pipelineId)}/executions`, body);
           app.navigate(`#/executions/${encodeURIComponent(execution.executionId)}`);
         } catch (error) {
@@ -157,6 +185,7 @@ export async function runView(app, pipelineId) {
     variableFields.length ? h("fieldset", {}, h("legend", {}, "Variables"), variableFields) : null,
     imageField,
     backend,
+    webhookField,
     h("details", {}, h("summary", {}, "Parameter overrides"), overrides.map((override) => override.element)),
     formError,
     h("div", { class: "actions" }, submit),
@@ -242,7 +271,10 @@ export async function executionView(app, executionId) {
     clear(results, h("h2", {}, "Results"), result.outputs.map(outputView));
   }
 
+  const usage = h("p", { class: "meta" });
+
   function paint() {
+    usage.textContent = execution.usage ? `GPU time: ${Number(execution.usage.gpuSeconds).toFixed(2)} s` : "";
     clear(status, "Status: ", statusBadge(execution.status), execution.cancelRequested && !FINAL.has(execution.status) ? " (cancel requested)" : "");
     const percent = execution.progress ? execution.progress.percent || 0 : 0;
     bar.value = percent;
@@ -303,6 +335,7 @@ export async function executionView(app, executionId) {
     status,
     bar,
     detail,
+    usage,
     error,
     h("div", { class: "actions" }, cancel, remove),
     results,
