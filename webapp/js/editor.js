@@ -58,7 +58,12 @@ export async function editorView(app) {
     prompt.value = initial.inline === false ? "" : initial.body || "";
     const typeField = field("Type", typeSelect);
     const typeHelp = h("p", { class: "hint" });
-    const promptField = field("Prompt", prompt, "Up to 16 KiB; {{previous}} is the previous stage's text output.");
+    // A prompt given by reference (an upload's s3:// URI) is kept unless a prompt is typed instead.
+    const uploadedBody = initial.inline === false ? initial.body : null;
+    const promptHint = uploadedBody
+      ? `Now the prompt uploaded as ${uploadedBody}; typing one here replaces it.`
+      : "Up to 16 KiB; {{previous}} is the previous stage's text output.";
+    const promptField = field("Prompt", prompt, promptHint);
     const insertPrevious = h(
       "button",
       {
@@ -129,7 +134,9 @@ export async function editorView(app) {
         remove.disabled = stages.length === 1;
       },
       read() {
-        return { type: typeSelect.value, inline: true, body: prompt.value, parameters: stage.params.read() };
+        const parameters = stage.params.read();
+        if (uploadedBody && !prompt.value) return { type: typeSelect.value, inline: false, body: uploadedBody, parameters };
+        return { type: typeSelect.value, inline: true, body: prompt.value, parameters };
       },
     });
     stages.push(stage);
@@ -232,7 +239,8 @@ export async function editorView(app) {
     h("div", { class: "actions" }, save),
   );
   formError.tabIndex = -1;
-  load({ stages: [{ type: stageTypes[0] && stageTypes[0].type }] });
+  load(app.draft || { stages: [{ type: stageTypes[0] && stageTypes[0].type }] });
+  app.draft = null;
 
   return h(
     "section",

@@ -18,6 +18,7 @@ const app = {
   me: null,
   features: new Set(),
   stageTypesCache: null,
+  draft: null, // a pipeline the editor opens with ("Copy into the editor")
   renderId: 0, // views check it before touching the page after an await (navigation cancels them)
   navigate(hash) {
     if (window.location.hash === hash) render();

@@ -105,7 +105,8 @@ function ratingControl(app, pipeline, onChange) {
         }
       },
     });
-    group.append(h("span", { class: "score" }, input, h("label", { for: input.id }, `${score}`)));
+    const label = h("label", { for: input.id }, `${score}`, h("span", { class: "visually-hidden" }, " of 5"));
+    group.append(h("span", { class: "score" }, input, label));
   }
   return group;
 }
@@ -139,6 +140,19 @@ export async function pipelineView(app, pipelineId) {
         },
       },
       "Export JSON",
+    ),
+    h(
+      "button",
+      {
+        type: "button",
+        class: "secondary",
+        onclick: () => {
+          // Pipelines do not change once made: a copy in the editor is how one builds on another.
+          app.draft = { name: `${pipeline.name} (copy)`.slice(0, 100), description: pipeline.description, stages: pipeline.stages };
+          app.navigate("#/new");
+        },
+      },
+      "Copy into the editor",
     ),
     mine &&
       h(
