@@ -191,7 +191,15 @@ export async function editorView(app) {
     return null;
   }
 
-  const importInput = h("input", { type: "file", id: "import-file", accept: "application/json,.json", hidden: true });
+  // Visually hidden, out of the tab order: the "Import JSON" button opens it.
+  const importInput = h("input", {
+    type: "file",
+    id: "import-file",
+    class: "visually-hidden",
+    tabindex: -1,
+    "aria-label": "Pipeline JSON file",
+    accept: "application/json,.json",
+  });
   importInput.addEventListener("change", async () => {
     const [file] = importInput.files;
     if (!file) return;
