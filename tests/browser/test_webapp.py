@@ -308,6 +308,7 @@ def test_a_person_composes_runs_watches_rates_and_deletes(stack: LocalStack, bro
     walk.find("nav button.link").click()
     walk.heading("Sign in")
     assert browser.execute_script("return sessionStorage.length") == 0
+    assert not browser.find_element(By.ID, "banner").is_displayed()  # no "session ended": they chose to leave
     browser.refresh()
     walk.heading("Sign in")
     walk.check_clean()
@@ -325,12 +326,13 @@ def test_a_returning_person_signs_in_imports_copies_cancels_filters_and_deletes(
     with httpx.Client(base_url=stack.url, timeout=30) as api:
         api.post("/auth/register", json={"email": email, "password": PASSWORD, "displayName": "Cy"}).raise_for_status()
 
-    browser.get(f"{stack.url}/#/login")
+    # A page asked for while signed out comes back after signing in.
+    browser.get(f"{stack.url}/#/executions")
     walk.heading("Sign in")
     walk.type("input[name=email]", email)
     walk.type("input[name=password]", PASSWORD)
     walk.find("form button[type=submit]").click()
-    walk.heading("All pipelines")
+    walk.heading("My executions")
 
     # Import a pipeline file into the editor and create it.
     document = {

@@ -134,18 +134,19 @@ export class Api {
 
   async logout() {
     const refreshToken = sessionStorage.getItem(REFRESH_KEY);
-    this.forget();
+    this.forget({ silent: true });
     if (refreshToken) {
       await this.request("POST", "/auth/logout", { body: { refreshToken }, auth: false }).catch(() => {});
     }
   }
 
-  forget() {
+  // Drops the session; `onSignedOut` tells the page, unless the person signed out themselves (silent).
+  forget({ silent = false } = {}) {
     const wasSignedIn = this.accessToken !== null || this.hasRefreshToken();
     this.accessToken = null;
     clearTimeout(this.refreshTimer);
     sessionStorage.removeItem(REFRESH_KEY);
-    if (wasSignedIn) this.onSignedOut();
+    if (wasSignedIn && !silent) this.onSignedOut();
   }
 
   // --- uploads ---------------------------------------------------------------------------------------------

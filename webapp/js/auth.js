@@ -34,7 +34,6 @@ export function loginView(app) {
         try {
           await app.api.login(email.value.trim(), password.value);
           await app.onSignedIn();
-          app.navigate("#/pipelines");
         } catch (failure) {
           error.textContent = failure.message;
         } finally {
@@ -87,7 +86,6 @@ export function registerView(app) {
           await app.api.register(email.value.trim(), password.value, displayName.value.trim());
           await app.api.login(email.value.trim(), password.value);
           await app.onSignedIn();
-          app.navigate("#/pipelines");
         } catch (failure) {
           const left = showFieldErrors(failure, fields);
           error.textContent = left.length ? left.join("; ") : failure.details.length ? "" : failure.message;

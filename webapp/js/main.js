@@ -19,6 +19,7 @@ const app = {
   features: new Set(),
   stageTypesCache: null,
   draft: null, // a pipeline the editor opens with ("Copy into the editor")
+  afterSignIn: null, // the page asked for before signing in
   renderId: 0, // views check it before touching the page after an await (navigation cancels them)
   navigate(hash) {
     if (window.location.hash === hash) render();
@@ -42,6 +43,9 @@ const app = {
   },
   async onSignedIn() {
     this.me = await this.api.get("/users/me");
+    const next = this.afterSignIn || "#/pipelines";
+    this.afterSignIn = null;
+    this.navigate(next);
   },
 };
 
@@ -104,6 +108,7 @@ async function render() {
   }
   const [found, view, needsAuth] = match;
   if (needsAuth && !app.api.signedIn) {
+    app.afterSignIn = hash; // back here once signed in
     app.navigate("#/login");
     return;
   }
@@ -159,6 +164,7 @@ async function start() {
   app.api.onSignedOut = () => {
     app.me = null;
     if (!/^#\/(login|register)$/.test(window.location.hash)) {
+      app.afterSignIn = window.location.hash;
       app.notify("Your session ended; please sign in again.", "#/login");
       app.navigate("#/login");
     }
