@@ -62,7 +62,9 @@ export class Api {
       }
     }
     if (!response.ok) {
-      if (response.status === 401 && auth) this.forget();
+      // A 401 that a refresh could not cure ends the session, unless the refresh itself failed for a
+      // passing reason (network, throttling): the refresh token is then still there for the next try.
+      if (response.status === 401 && auth && (!retry || !this.hasRefreshToken())) this.forget();
       throw new ApiError(response.status, data);
     }
     return data;
