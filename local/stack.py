@@ -89,6 +89,7 @@ class LocalStack:
         self._moto = MotoServer()
         self._env_context: contextlib.AbstractContextManager[None] | None = None
         self._gateway: Any = None
+        self._gateway_serving = False
         self._consumers: Any = None
         self._worker: subprocess.Popen[bytes] | None = None
 
@@ -122,6 +123,7 @@ class LocalStack:
 
     def _start_gateway(self) -> None:
         self._gateway.start()
+        self._gateway_serving = True
         _log(f"API on {self._gateway.url} (docs: {self._gateway.url}/docs)")
 
     def _start_consumers(self) -> None:
@@ -153,9 +155,12 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 self._worker.kill()
                 self._worker.wait()
+        if self._gateway is not None and not self._gateway_serving:
+            self._gateway.start()  # bound but never started (start() failed): serve so that stop() can shut it down
         for part in (self._gateway, self._consumers):
             if part is not None:
                 part.stop()
+        self._gateway_serving = False
         self._gateway = self._consumers = self._worker = None
         if self._env_context is not None:
             self._env_context.__exit__(None, None, None)

@@ -68,3 +68,24 @@ def test_the_uploads_bucket_takes_a_cross_origin_put(api: httpx.Client, stack_en
         },
     )
     assert preflight.status_code == 200
+
+
+@pytest.mark.timeout(120)
+def test_a_stack_whose_start_fails_after_binding_still_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway's port is bound early (CORS names its origin); a start that fails later must not hang stop()."""
+    import os
+    from pathlib import Path
+
+    from local.stack import LocalStack
+
+    def broken(self: LocalStack) -> None:
+        raise RuntimeError("the consumers failed")
+
+    monkeypatch.setattr(LocalStack, "_start_consumers", broken)
+    stack = LocalStack(Path(os.environ.get("STAGEHUB_MODELS_DIR", ".cache/models")), port=0, with_worker=False)
+    with pytest.raises(RuntimeError, match="consumers failed"):
+        stack.start()
+    bound = stack.url
+    stack.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{bound}/health", timeout=2)
