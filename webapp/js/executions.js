@@ -256,9 +256,10 @@ export async function executionView(app, executionId) {
   const path = `/executions/${encodeURIComponent(executionId)}`;
   let execution = await app.api.get(path);
   if (!app.isCurrent(id)) return null;
-  const status = h("p", { class: "execution-status" });
+  // The status line is announced when it changes; the progress (every second) is read on demand only.
+  const status = h("p", { class: "execution-status", role: "status" });
   const bar = h("progress", { id: "execution-progress", max: 100, value: 0, "aria-label": "Progress" });
-  const detail = h("p", { id: "progress-text", role: "status", "aria-live": "polite" });
+  const detail = h("p", { id: "progress-text" });
   const error = h("p", { class: "form-error", role: "alert" });
   const results = h("div", { class: "results", "aria-live": "polite" });
   const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
@@ -275,7 +276,12 @@ export async function executionView(app, executionId) {
 
   function paint() {
     usage.textContent = execution.usage ? `GPU time: ${Number(execution.usage.gpuSeconds).toFixed(2)} s` : "";
-    clear(status, "Status: ", statusBadge(execution.status), execution.cancelRequested && !FINAL.has(execution.status) ? " (cancel requested)" : "");
+    const cancelling = execution.cancelRequested && !FINAL.has(execution.status);
+    const shown = `${execution.status}${cancelling ? " (cancel requested)" : ""}`;
+    if (status.dataset.shown !== shown) {
+      status.dataset.shown = shown; // rewritten (and announced) only when it changes
+      clear(status, "Status: ", statusBadge(execution.status), cancelling ? " (cancel requested)" : "");
+    }
     const percent = execution.progress ? execution.progress.percent || 0 : 0;
     bar.value = percent;
     bar.setAttribute("aria-valuetext", `${percent}%`);
