@@ -12,7 +12,7 @@ CDK_CLI_VERSION := 2.1148.1
 PORT ?= 8000
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
 
-.PHONY: setup models run test test-fast lint bench synth deploy diff clean worker-lock
+.PHONY: setup models browser run test test-fast lint bench synth deploy diff clean worker-lock
 
 setup: $(STAMP)
 
@@ -34,8 +34,17 @@ $(MODELS_STAMP): $(STAMP) gpu_worker/tiny_models.py
 run: setup models
 	PORT=$(PORT) $(PY) -m local.stack --models-dir $(MODELS_DIR)
 
-test: setup models
-	STAGEHUB_MODELS_DIR=$(MODELS_DIR) $(PY) -m pytest -q -p no:cacheprovider
+# The browser tests (tests/browser) drive Debian's chromium through its chromedriver; installed when missing.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "the browser tests need: sudo apt-get install -y $(BROWSER_PACKAGES)" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(BROWSER_PACKAGES); \
+	fi
+
+test: setup models browser
+	STAGEHUB_MODELS_DIR=$(MODELS_DIR) STAGEHUB_REQUIRE_BROWSER=1 $(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: setup models
 	STAGEHUB_MODELS_DIR=$(MODELS_DIR) $(PY) -m pytest -q -m "not slow"

@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.cors import with_cors
 from functions.observability import LambdaHandler, capture_lambda_handler, logger, metrics
 from functions.request_body import body_problem
 from shared.errors import StagehubError, Unauthorized
@@ -120,9 +121,10 @@ def make_lambda_handler(app: APIGatewayRestResolver) -> LambdaHandler:
     @capture_lambda_handler
     @metrics.log_metrics(capture_cold_start_metric=True)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        problem = body_problem(event)
-        if problem is not None:
-            return _proxy_error(problem)
-        return app.resolve(event, context)
+        from shared.settings import get_settings  # on first use: settings are not a cold-import cost
+
+        problem = body_problem(event)  # hostile bodies are refused before routing, with CORS like every answer
+        answer = _proxy_error(problem) if problem is not None else app.resolve(event, context)
+        return with_cors(event, answer, get_settings().cors_allow_origins)
 
     return lambda_handler

@@ -10,7 +10,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from functions import routes
+from functions import cors, routes
 from infra import nag
 from infra.config import StagehubConfig
 from infra.functions import AUTHORIZER, Functions, retention_days
@@ -34,7 +34,7 @@ METHOD_THROTTLES: dict[str, tuple[int, int]] = {
     "POST /pipelines/{pipelineId}/executions": (100, 200),
     "GET /executions/{executionId}": (1000, 2000),
 }
-ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key")
+ALLOWED_HEADERS = cors.ALLOWED_HEADERS
 
 
 # (gateway response, status code or None to keep API Gateway's, API.md error code)

@@ -58,7 +58,7 @@ class StagehubConfig:
     max_receive_count: int | None = None  # None: each queue's own value from shared.resources
     api_rate_limit: int = 200  # requests/s for every method without its own (infra.api.METHOD_THROTTLES)
     api_burst_limit: int = 400
-    cors_allow_origins: tuple[str, ...] = ("*",)
+    cors_allow_origins: tuple[str, ...] = ()  # empty: the web app's origin (infra/stack.py)
     retain_data: bool = True
     alarm_email: str | None = None
     oldest_message_alarm_s: int = 900
@@ -200,7 +200,7 @@ class StagehubConfig:
             max_receive_count=_optional_int(get("maxReceiveCount")),
             api_rate_limit=int(get("apiRateLimit", 200)),
             api_burst_limit=int(get("apiBurstLimit", 400)),
-            cors_allow_origins=tuple(_json_value(get("corsAllowOrigins", ["*"]))),
+            cors_allow_origins=tuple(_json_value(get("corsAllowOrigins", []))),
             retain_data=_retain(get("removalPolicy"), str(get("stage", res.DEFAULT_STAGE))),
             alarm_email=_optional_str(get("alarmEmail")),
             oldest_message_alarm_s=int(get("oldestMessageAlarmSeconds", 900)),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import aws_cdk as cdk
 from constructs import Construct
 
+from functions import routes
 from infra.api import Api
 from infra.config import StagehubConfig
 from infra.data import Data
@@ -13,6 +16,7 @@ from infra.gpu_fleet import FleetStarter, GpuFleet
 from infra.monitoring import Monitoring
 from infra.network import Network
 from infra.queues import Queues
+from infra.webapp import LateValue, WebApp
 from shared import resources as res
 
 
@@ -24,11 +28,28 @@ class StagehubStack(cdk.Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: StagehubConfig, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         names = res.ResourceNames(stage=config.stage, account=cdk.Aws.ACCOUNT_ID)
+        # CORS: the origins corsAllowOrigins names, else the web app's own (known once WebApp exists, below).
+        webapp_origin = LateValue()
+        config = dataclasses.replace(config, cors_allow_origins=config.cors_allow_origins or (webapp_origin.token,))
         self.data = Data(self, "Data", config=config, names=names)
         self.queues = Queues(self, "Queues", config=config, names=names)
         self.functions = Functions(self, "Functions", config=config, data=self.data, queues=self.queues)
+        for name in routes.API_FUNCTIONS:
+            self.functions[name].add_environment(
+                "CORS_ALLOW_ORIGINS", self.to_json_string(list(config.cors_allow_origins))
+            )
         self.api = Api(self, "Api", config=config, functions=self.functions)
         self.network = Network(self, "Network", config=config)  # one VPC for every backend's fleet
+        self.webapp = WebApp(
+            self,
+            "WebApp",
+            rest_api=self.api.rest_api,
+            uploads_bucket_name=names.bucket(res.UPLOADS_BUCKET),
+            results_bucket_name=names.bucket(res.RESULTS_BUCKET),
+            access_logs=self.data.access_logs,
+            removal_policy=cdk.RemovalPolicy.RETAIN if config.retain_data else cdk.RemovalPolicy.DESTROY,
+        )
+        webapp_origin.set(self.webapp.origin)
         self.fleets = [
             GpuFleet(
                 self,
@@ -53,6 +74,7 @@ class StagehubStack(cdk.Stack):
         )
         for fleet in self.fleets:
             fleet.notify(self.monitoring.topic)
+        cdk.CfnOutput(self, "WebAppUrl", value=self.webapp.url, description="The web app (CloudFront)")
         cdk.CfnOutput(self, "ApiUrl", value=self.api.rest_api.url, description="Base URL of the API (API.md)")
         cdk.CfnOutput(
             self,

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from functions.routes import API_FUNCTIONS, AUTHORIZER_MODULE, ROUTES, Route
+from local import webapp
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 STAGE_NAME = "local"
@@ -116,6 +117,9 @@ class _Dispatcher:
         path = parts.path.rstrip("/") or "/"
         route, path_parameters = self._routes.match(method, path)
         if route is None:
+            browser = webapp.browser_answer(method, path, headers, self._routes)  # web app files, CORS preflight
+            if browser is not None:
+                return browser
             # API Gateway answers an unknown method or path alike (MISSING_AUTHENTICATION_TOKEN, mapped to 404).
             return _error(404, "NOT_FOUND", "no such route")
         if len(body) > MAX_BODY_BYTES:
@@ -203,7 +207,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         headers = {k: v for k, v in self.headers.items()}
-        self._send(self.dispatcher.dispatch(self.command, self.path, headers, body, self.client_address[0]))
+        self._send(
+            webapp.with_local_cors(
+                headers, self.dispatcher.dispatch(self.command, self.path, headers, body, self.client_address[0])
+            )
+        )
 
     def _send(self, response: dict[str, Any]) -> None:
         body = response.get("body") or ""

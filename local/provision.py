@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
@@ -82,7 +83,17 @@ def _create_queue_pair(sqs: Any, spec: res.QueueSpec, names: res.ResourceNames) 
     return url, dlq_url
 
 
-def provision(endpoint_url: str, stage: str = res.DEFAULT_STAGE, jwt_secret: str | None = None) -> dict[str, str]:
+def _put_cors(origins: Sequence[str]) -> dict[str, Any]:
+    rule = {"AllowedMethods": ["PUT"], "AllowedOrigins": list(origins), "AllowedHeaders": ["*"], "MaxAgeSeconds": 3000}
+    return {"CORSRules": [{**rule, "ExposeHeaders": ["ETag"]}]}
+
+
+def provision(
+    endpoint_url: str,
+    stage: str = res.DEFAULT_STAGE,
+    jwt_secret: str | None = None,
+    cors_origins: Sequence[str] = ("*",),
+) -> dict[str, str]:
     """Create all resources on the moto server at `endpoint_url`; return the environment for the processes."""
     names = res.ResourceNames(stage=stage)
     session = boto3.session.Session(
@@ -111,6 +122,8 @@ def provision(endpoint_url: str, stage: str = res.DEFAULT_STAGE, jwt_secret: str
     for bucket in res.BUCKETS:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
             s3.create_bucket(Bucket=names.bucket(bucket))
+        if bucket.cors_put:  # the web app PUTs uploads straight to presigned URLs, as in AWS (infra/data.py)
+            s3.put_bucket_cors(Bucket=names.bucket(bucket), CORSConfiguration=_put_cors(cors_origins))
         env[bucket.env_var] = names.bucket(bucket)
 
     backend_queues: dict[str, str] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -88,6 +89,7 @@ class LocalStack:
         self._moto = MotoServer()
         self._env_context: contextlib.AbstractContextManager[None] | None = None
         self._gateway: Any = None
+        self._gateway_serving = False
         self._consumers: Any = None
         self._sweeper: Any = None
         self._worker: subprocess.Popen[bytes] | None = None
@@ -100,7 +102,9 @@ class LocalStack:
         _log("starting moto (SQS, DynamoDB, S3) on loopback")
         endpoint = self._moto.start()
         _log("creating tables, buckets and queues")
-        self.environment = provision(endpoint) | models_environment(self.models_dir)
+        cors = self._bind_gateway()
+        self.environment = provision(endpoint, cors_origins=[self._gateway.url]) | models_environment(self.models_dir)
+        self.environment |= cors
         # Webhook receivers on this machine listen on loopback over plain HTTP (API.md allows it locally).
         self.environment["WEBHOOK_ALLOW_LOOPBACK_HTTP"] = "true"
         self._env_context = patched_environment(self.environment)
@@ -113,11 +117,16 @@ class LocalStack:
         self._wait_healthy()
         return self
 
-    def _start_gateway(self) -> None:
+    def _bind_gateway(self) -> dict[str, str]:
+        """Bind the gateway's port (0 picks one) and return the environment naming its origin as the one CORS allows."""
         from local.gateway import LocalGateway
 
         self._gateway = LocalGateway(host=self.host, port=self.port)
+        return {"CORS_ALLOW_ORIGINS": json.dumps([self._gateway.url])}
+
+    def _start_gateway(self) -> None:
         self._gateway.start()
+        self._gateway_serving = True
         _log(f"API on {self._gateway.url} (docs: {self._gateway.url}/docs)")
 
     def _start_consumers(self) -> None:
@@ -152,9 +161,12 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 self._worker.kill()
                 self._worker.wait()
+        if self._gateway is not None and not self._gateway_serving:
+            self._gateway.start()  # bound but never started (start() failed): serve so that stop() can shut it down
         for part in (self._gateway, self._consumers, self._sweeper):
             if part is not None:
                 part.stop()
+        self._gateway_serving = False
         self._gateway = self._consumers = self._worker = self._sweeper = None
         if self._env_context is not None:
             self._env_context.__exit__(None, None, None)

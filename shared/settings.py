@@ -124,6 +124,8 @@ class Settings(BaseModel):
     )
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=30)  # one delivery attempt, connect to answer
     webhook_progress_interval_s: float = Field(default=5.0, ge=0)  # at most one progress event per execution per N s
+    # Web app: the origins whose browsers may call the API (CORS); JSON list in CORS_ALLOW_ORIGINS, "*" = any.
+    cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
 
     @field_validator("backend_queues", "backend_dlqs", "models", "default_models", mode="before")
     @classmethod
@@ -137,6 +139,13 @@ class Settings(BaseModel):
     def _parse_delays(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else []
+        return value
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else ["*"]
         return value
 
     @property

@@ -26,9 +26,10 @@ def _function(synthesized: Synthesized, name: str) -> dict[str, Any]:
 def test_one_function_per_api_function_plus_authorizer_and_consumers(synthesized: Synthesized) -> None:
     expected = {*routes.API_FUNCTIONS, "authorizer", "results", "dlq", "webhooksender", "sweep"}
     assert set(synthesized.stack.functions.functions) == expected
-    # Besides them: the GPU fleets' starter, and CDK's providers of the fleet's instance refresh (infra/gpu_fleet)
-    # and of the VPC's default security group restriction (feature flag @aws-cdk/aws-ec2:restrictDefaultSecurityGroup).
-    synthesized.template.resource_count_is("AWS::Lambda::Function", len(expected) + 3)
+    # Besides them: the GPU fleets' starter, CDK's providers of the fleet's instance refresh (infra/gpu_fleet) and
+    # of the VPC's default security group restriction (feature flag @aws-cdk/aws-ec2:restrictDefaultSecurityGroup),
+    # and CDK's BucketDeployment function, which copies the web app's files (infra/webapp.py).
+    synthesized.template.resource_count_is("AWS::Lambda::Function", len(expected) + 4)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
