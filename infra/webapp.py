@@ -79,6 +79,7 @@ class WebApp(Construct):
             server_access_logs_bucket=access_logs,
             server_access_logs_prefix="webapp-site/",
             removal_policy=removal_policy,
+            auto_delete_objects=removal_policy == cdk.RemovalPolicy.DESTROY,  # destroy-then-deploy works
         )
         # CloudFront's standard logs are written with ACLs, which the stack's other buckets disable.
         self.cdn_logs = s3.Bucket(
@@ -92,6 +93,7 @@ class WebApp(Construct):
             server_access_logs_prefix="webapp-cdn-logs/",
             lifecycle_rules=[s3.LifecycleRule(id="expire-after-90-days", expiration=cdk.Duration.days(90))],
             removal_policy=removal_policy,
+            auto_delete_objects=removal_policy == cdk.RemovalPolicy.DESTROY,  # destroy-then-deploy works
         )
         api_origin = f"https://{rest_api.rest_api_id}.execute-api.{cdk.Aws.REGION}.{cdk.Aws.URL_SUFFIX}"
         self.csp = web.content_security_policy(
