@@ -13,14 +13,15 @@ instance sees the settings the caller sees now (tests point the stack at private
 from __future__ import annotations
 
 import importlib
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 ACCOUNT_ID = "123456789012"
@@ -48,90 +49,132 @@ class InvocationFailed(Exception):
         self.timed_out = timed_out
 
 
+class FunctionError(InvocationFailed):
+    """The handler raised; its instance lives on (as a Lambda instance does), ready for the next invocation."""
+
+
+class _Instance:
+    """One process running `python -m local.instances FD`: invocations in, responses out, one at a time."""
+
+    def __init__(self, target: str) -> None:
+        ours, theirs = socket.socketpair()
+        search_path = os.pathsep.join(path for path in sys.path if path)  # the gateway's modules, wherever it runs
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "local.instances", str(theirs.fileno()), target],
+            pass_fds=[theirs.fileno()],
+            env=os.environ | {"PYTHONPATH": search_path},
+        )
+        theirs.close()
+        self._connection = Connection(ours.detach())
+
+    def invoke(self, event: dict[str, Any], context: LambdaContext, timeout_s: float) -> dict[str, Any]:
+        """The handler's response; InvocationFailed if it raised, died or took longer than `timeout_s`."""
+        try:
+            self._connection.send((event, context, dict(os.environ)))
+            if not self._connection.poll(timeout_s):
+                raise InvocationFailed(f"no answer within {timeout_s:.0f} s", timed_out=True)
+            ok, value = self._connection.recv()
+        except (EOFError, OSError) as exc:
+            raise InvocationFailed(f"the instance died: {exc}") from exc
+        if not ok:
+            raise FunctionError(str(value))
+        return value  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._connection.close()
+        self._process.kill()
+        self._process.wait()
+
+
 class FunctionInstances:
     """Up to `max_instances` processes of one handler; `invoke` blocks until one of them has answered.
 
-    `module` names the handler: "package.module" (its `lambda_handler`) or "package.module:function".
+    `target` names the handler: "package.module" (its `lambda_handler`) or "package.module:function". An
+    instance whose handler raised serves the next invocation; one that crashed or timed out is discarded, and a
+    new one starts on demand.
     """
 
-    def __init__(self, module: str, max_instances: int = 4, timeout_s: float = INVOCATION_TIMEOUT_S) -> None:
-        self.module = module
-        self._max_instances = max_instances
+    def __init__(self, target: str, max_instances: int = 4, timeout_s: float = INVOCATION_TIMEOUT_S) -> None:
+        self.target = target
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _current_pool(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self._max_instances,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_ignore_interrupts,
-                )
-            return self._pool
-
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._pool is pool:
-                self._pool = None
-        pool.shutdown(wait=False, cancel_futures=True)
+        self._idle: list[_Instance] = []
+        self._slots = threading.BoundedSemaphore(max_instances)
+        self._closed = False
 
     def invoke(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        pool = self._current_pool()
-        try:
-            future = pool.submit(_invoke, self.module, event, context, dict(os.environ))
-        except (BrokenProcessPool, RuntimeError):  # a crashed instance broke the pool: start afresh
-            self._discard(pool)
-            pool = self._current_pool()
-            future = pool.submit(_invoke, self.module, event, context, dict(os.environ))
-        try:
-            return future.result(timeout=self._timeout_s)  # type: ignore[no-any-return]
-        except TimeoutError as exc:
-            raise InvocationFailed(
-                f"{self.module} did not answer within {self._timeout_s:.0f} s", timed_out=True
-            ) from exc
-        except BrokenProcessPool as exc:
-            self._discard(pool)
-            raise InvocationFailed(f"an instance of {self.module} crashed") from exc
-        except Exception as exc:
-            raise InvocationFailed(f"{self.module} raised {type(exc).__name__}: {exc}") from exc
+        with self._slots:
+            with self._lock:
+                if self._closed:
+                    raise InvocationFailed("the gateway is stopping")
+                instance = self._idle.pop() if self._idle else None
+            if instance is None:
+                instance = _Instance(self.target)
+            try:
+                response: dict[str, Any] | None = instance.invoke(event, context, self._timeout_s)
+                failure: FunctionError | None = None
+            except FunctionError as exc:
+                response, failure = None, exc
+            except InvocationFailed:  # crashed or stuck: this instance is done for
+                instance.close()
+                raise
+            with self._lock:
+                if self._closed:
+                    instance.close()
+                else:
+                    self._idle.append(instance)
+            if failure is not None:
+                raise failure
+            assert response is not None
+            return response
 
     def close(self) -> None:
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for instance in idle:
+            instance.close()
 
 
 # --- inside an instance's process ---
 
-_handlers: dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]] = {}
-_applied_environment: dict[str, str] | None = None
 
-
-def _ignore_interrupts() -> None:
-    """Ctrl-C reaches the whole process group; the gateway's process stops the instances itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _apply_environment(environment: Mapping[str, str]) -> None:
-    global _applied_environment
-    if environment == _applied_environment:
+def _apply_environment(environment: Mapping[str, str], applied: Mapping[str, str] | None) -> None:
+    if environment == applied:
         return
     os.environ.clear()
     os.environ.update(environment)
-    _applied_environment = dict(environment)
     from shared.settings import get_settings  # settings are re-read from the new environment on next use
 
     get_settings.cache_clear()
 
 
-def _invoke(target: str, event: dict[str, Any], context: LambdaContext, environment: dict[str, str]) -> dict[str, Any]:
-    """Run `target` ("package.module", whose `lambda_handler` is called, or "package.module:function")."""
-    _apply_environment(environment)
-    handler = _handlers.get(target)
-    if handler is None:
-        module, _, function = target.partition(":")
-        handler = _handlers[target] = getattr(importlib.import_module(module), function or "lambda_handler")
-    return handler(event, context)
+def _serve(connection: Connection, target: str) -> None:
+    """Answer invocations until the gateway closes the connection; the handler is imported by the first."""
+    module, _, function = target.partition(":")
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+    applied: dict[str, str] | None = None
+    while True:
+        try:
+            event, context, environment = connection.recv()
+        except (EOFError, OSError):
+            return
+        _apply_environment(environment, applied)
+        applied = environment
+        try:
+            if handler is None:
+                handler = getattr(importlib.import_module(module), function or "lambda_handler")
+            reply: tuple[bool, Any] = (True, handler(event, context))
+        except Exception as exc:  # the gateway answers 502, as API Gateway does for a failed function
+            reply = (False, f"{type(exc).__name__}: {exc}")
+        connection.send(reply)
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group; the gateway stops its instances itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _serve(Connection(int(sys.argv[1])), sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()
