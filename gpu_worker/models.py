@@ -73,7 +73,7 @@ class ModelRegistry:
             components = dict(self.diffusion(name).components)
             components.setdefault("requires_safety_checker", False)
             pipeline = StableDiffusionImg2ImgPipeline(**components)
-            pipeline.set_progress_bar_config(disable=True)
+            pipeline.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]  # a DiffusionPipeline method
             return pipeline
 
         return self._cached(("img2img", name), build)
@@ -112,7 +112,7 @@ class ModelRegistry:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype, local_files_only=local)
-        model.to(self.device).eval()
+        model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' stubs type `to` for models only
         return model, tokenizer
 
     def warm_up(self) -> None:

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from pynamodb.connection import Connection
 from pynamodb.exceptions import DeleteError, DoesNotExist, TransactWriteError
+from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from functions.pagination import Page, check_cursor, query_page
 from functions.pipelines.schemas import CreatePipeline, Pipeline, PipelineSummary, Rating
 from shared.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
 from shared.messages import utc_now_iso
-from shared.models import PipelineRecord, RatingRecord, UserRecord
+from shared.models import PipelineRecord, RatingRecord, UserRecord, dynamodb_connection
 from shared.settings import Settings
 from shared.stages import PREVIOUS, PROMPT_MAX_BYTES, StageDefinition, parse_parameters, template_variables
 from shared.storage import BlobStore, S3Uri
@@ -219,7 +219,7 @@ def rate_pipeline(pipeline_id: str, user_id: str, score: int, settings: Settings
     record = _record(pipeline_id)
     if record.author == user_id:
         raise Forbidden("you cannot rate your own pipeline")
-    connection = Connection(region=settings.region, host=settings.aws_endpoint_url)
+    connection = dynamodb_connection()  # the process's DynamoDB client, not a new one per rating
     for _ in range(RATING_RETRIES):
         previous = _my_score(pipeline_id, user_id)
         rating = RatingRecord(pipeline_id=pipeline_id, user_id=user_id, score=score, updated_at=utc_now_iso())
@@ -227,7 +227,7 @@ def rate_pipeline(pipeline_id: str, user_id: str, score: int, settings: Settings
             with TransactWrite(connection=connection) as transaction:
                 if previous is None:
                     transaction.save(rating, condition=RatingRecord.user_id.does_not_exist())
-                    actions = [PipelineRecord.rating_sum.add(score), PipelineRecord.rating_count.add(1)]
+                    actions: list[Action] = [PipelineRecord.rating_sum.add(score), PipelineRecord.rating_count.add(1)]
                 else:
                     transaction.save(rating, condition=RatingRecord.score == previous)
                     actions = [PipelineRecord.rating_sum.add(score - previous)]

@@ -172,14 +172,16 @@ def private_queues(
 OTHER_BACKEND = "other-fleet"
 
 
-def submit(pipeline_id: str, user_id: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def submit(
+    pipeline_id: str, user_id: str | None, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """POST /pipelines/{pipelineId}/executions through the Lambda handler."""
     return call_api("POST", f"/pipelines/{pipeline_id}/executions", user_id, body=body, headers=headers)
 
 
 def received_bodies(settings: Settings, queue_url: str) -> list[dict[str, Any]]:
     """Every message now on a queue (received and deleted), as parsed JSON."""
-    sqs, bodies = client("sqs", settings), []
+    sqs, bodies = client("sqs", settings), list[dict[str, Any]]()
     while True:
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages")
         if not messages:

@@ -91,6 +91,7 @@ def test_the_tracer_is_built_on_the_first_invocation_and_then_reused() -> None:
 
     traced = capture_lambda_handler(lambda_handler)
     assert traced.__name__ == "lambda_handler"  # Logger and Tracer name the handler after it
-    assert [traced({"n": 1}, None), traced({"n": 2}, None)] == [{"n": 1}, {"n": 2}]
+    no_context: Any = None
+    assert [traced({"n": 1}, no_context), traced({"n": 2}, no_context)] == [{"n": 1}, {"n": 2}]
     assert events == [{"n": 1}, {"n": 2}]
     assert get_tracer() is get_tracer()

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from shared import resources as res
 from shared.errors import PoisonMessage
 from shared.messages import (
+    ErrorInfo,
     ExecutionStatus,
     InQueueMessage,
     OutEvent,
@@ -54,7 +55,7 @@ def test_malformed_in_messages_are_poison(body: str) -> None:
 
 def test_out_message_keeps_execution_uri_null_on_failure_and_derives_the_final_status() -> None:
     message = OutQueueMessage(
-        executionId="e-1", event=OutEvent.FINISHED, success=False, error={"code": "BAD_INPUT", "message": "x"}
+        executionId="e-1", event=OutEvent.FINISHED, success=False, error=ErrorInfo(code="BAD_INPUT", message="x")
     )
     body = json.loads(message.to_json())
     assert body["executionUri"] is None
@@ -71,7 +72,7 @@ def test_a_finished_event_cannot_carry_a_non_final_status() -> None:
 
 def test_progress_event_carries_progress() -> None:
     progress = Progress(stage=1, stages=2, step=10, steps=25, percent=70)
-    message = parse_out_message(OutQueueMessage(executionId="e", event="progress", progress=progress).to_json())
+    message = parse_out_message(OutQueueMessage(executionId="e", event=OutEvent.PROGRESS, progress=progress).to_json())
     assert message.progress == progress
     assert message.status is None
 
