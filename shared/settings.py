@@ -79,6 +79,7 @@ class Settings(BaseModel):
     poll_wait_s: int = Field(default=20, ge=0, le=20)
     progress_interval_s: float = Field(default=1.0, ge=0)  # per execution: each event is a send and a write
     metrics_namespace: str = "Stagehub"
+    tracing: bool = False  # X-Ray tracing of the functions: the CDK app turns it on (TRACING=true) with active tracing
     # Set on EC2 by the launch template's user data: the worker protects its instance from scale-in while busy.
     asg_name: str = ""
     lifecycle_hook_name: str = ""
