@@ -48,6 +48,7 @@ lint: setup
 
 bench: setup models
 	$(PY) -m bench --models-dir $(MODELS_DIR)
+	$(PY) -m bench.cold_start
 
 $(CDK_CLI):
 	npm install --silent --no-audit --no-fund --prefix .tools aws-cdk@2
