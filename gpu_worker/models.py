@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from shared.errors import BadInput
-from shared.settings import ModelSource, Settings
+from shared.settings import ModelSource, WorkerSettings
 from shared.storage import BlobStore, S3Uri
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def resolve_device(setting: str) -> str:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, blobs: BlobStore | None = None) -> None:
+    def __init__(self, settings: WorkerSettings, blobs: BlobStore | None = None) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
         self.dtype = torch.float16 if self.device == "cuda" else torch.float32

@@ -39,7 +39,7 @@ from shared.aws import client
 from shared.errors import BadInput, NotFound, OutOfMemory, PoisonMessage, StageFailed, StagehubError, TransientFailure
 from shared.messages import InQueueMessage, parse_in_message, utc_now_iso
 from shared.queues import QueueClient, ReceivedMessage
-from shared.settings import Settings
+from shared.settings import WorkerSettings
 from shared.stages import ExecutionRequest, ResultManifest, ResultOutput, execution_prefix, manifest_key
 from shared.storage import BlobStore, S3Uri
 
@@ -53,7 +53,7 @@ MAX_MESSAGES_PER_POLL = 10
 ACCEPT_THREADS = 4  # messages of one poll accepted at once
 
 
-def worker_io(settings: Settings, aws_io: AwsIoProcess | None = None) -> dict[str, Any]:
+def worker_io(settings: WorkerSettings, aws_io: AwsIoProcess | None = None) -> dict[str, Any]:
     """A Worker's `blobs`, `queues` and `records`, their calls made by `aws_io` when given (as
     gpu_worker.process runs it), else by clients in this process."""
 
@@ -115,7 +115,7 @@ class _BatchHooks:
 class Worker:
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkerSettings,
         *,
         blobs: BlobStore,
         queues: QueueClient,

@@ -144,9 +144,9 @@ def _apply_environment(environment: Mapping[str, str], applied: Mapping[str, str
         return
     os.environ.clear()
     os.environ.update(environment)
-    from shared.settings import get_settings  # settings are re-read from the new environment on next use
+    from shared.settings import clear_cached_settings  # re-read from the new environment on next use
 
-    get_settings.cache_clear()
+    clear_cached_settings()
 
 
 def _serve(connection: Connection, target: str) -> None:

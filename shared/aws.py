@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shared.settings import Settings as CommonSettings
+    from shared.settings import CommonSettings
 
 _lock = threading.Lock()
 

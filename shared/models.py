@@ -23,9 +23,9 @@ from pynamodb.models import Model
 
 from shared import aws
 from shared import resources as res
-from shared.settings import Settings
+from shared.settings import CommonSettings
 
-_bound_settings: Settings | None = None
+_bound_settings: CommonSettings | None = None
 
 
 def _on_shared_client(connection: Connection) -> Connection:
@@ -190,7 +190,7 @@ RECORDS: tuple[type[_Record], ...] = (
 )
 
 
-def bind_models(settings: Settings) -> None:
+def bind_models(settings: CommonSettings) -> None:
     """Point every record class at its table for these settings (name, region, endpoint, the shared client)."""
     global _bound_settings
     _bound_settings = settings

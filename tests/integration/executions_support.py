@@ -16,7 +16,7 @@ from shared import resources as res
 from shared.aws import client
 from shared.messages import MESSAGE_VERSION, utc_now_iso
 from shared.models import PipelineRecord, bind_models
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, StackSettings, clear_cached_settings
 from shared.stages import ResultManifest, ResultOutput, execution_prefix, manifest_key
 
 EVENTS = Path(__file__).parent.parent / "events"
@@ -86,8 +86,11 @@ def call_api(method: str, path: str, user_id: str | None, **kwargs: Any) -> tupl
     return response["statusCode"], json.loads(body) if body else None
 
 
-def sqs_event(bodies: list[str], queue_url: str, region: str = "us-east-1", receive_count: int = 1) -> dict[str, Any]:
+def sqs_event(
+    bodies: list[str], queue_url: str | None, region: str = "us-east-1", receive_count: int = 1
+) -> dict[str, Any]:
     """An SQS Lambda event (from tests/events) with one record per body."""
+    assert queue_url, "the settings name no out-queue"
     template = json.loads((EVENTS / "sqs_out_queue_finished.json").read_text())["Records"][0]
     records = []
     for body in bodies:
@@ -149,7 +152,7 @@ def queue_pair(settings: Settings, name: str, visibility_s: int, max_receive_cou
 
 def private_queues(
     stack_env: Settings, monkeypatch: pytest.MonkeyPatch, in_visibility_s: int = res.IN_QUEUE_VISIBILITY_S
-) -> Settings:
+) -> StackSettings:
     """Settings whose in-queue(s), DLQs and out-queue belong to this test alone.
 
     Submitted executions then never reach another test's worker, and a test may count and drain its queues.
@@ -163,8 +166,8 @@ def private_queues(
     monkeypatch.setenv("IN_QUEUE_URL", in_url)
     monkeypatch.setenv("OUT_QUEUE_URL", out_url)
     monkeypatch.setenv("OUT_DLQ_URL", out_dlq)
-    get_settings.cache_clear()
-    settings = get_settings()
+    clear_cached_settings()
+    settings = StackSettings.from_env()
     bind_models(settings)
     return settings
 
