@@ -49,6 +49,7 @@ lint: setup
 bench: setup models
 	$(PY) -m bench --models-dir $(MODELS_DIR)
 	$(PY) -m bench.cold_start
+	$(PY) -m bench.cost_model
 
 $(CDK_CLI):
 	npm install --silent --no-audit --no-fund --prefix .tools aws-cdk@2
