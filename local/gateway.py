@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from functions.routes import API_FUNCTIONS, AUTHORIZER_MODULE, ROUTES, Route
-from local.instances import ACCOUNT_ID, FunctionInstances, InvocationFailed, LambdaContext
+from local.instances import ACCOUNT_ID, INVOCATION_TIMEOUT_S, FunctionInstances, InvocationFailed, LambdaContext
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 STAGE_NAME = "local"
@@ -97,18 +97,22 @@ class _Dispatcher:
         functions: dict[str, str] | None = None,
         authorizer: str = AUTHORIZER_MODULE,
         instances_per_function: int = INSTANCES_PER_FUNCTION,
+        invocation_timeout_s: float = INVOCATION_TIMEOUT_S,
     ) -> None:
         self._routes = RouteTable(routes)
         self._functions = API_FUNCTIONS if functions is None else functions
         self._authorizer = authorizer
         self._instances_per_function = instances_per_function
+        self._invocation_timeout_s = invocation_timeout_s
         self._instances: dict[str, FunctionInstances] = {}
         self._lock = threading.Lock()
 
     def _function(self, module: str) -> FunctionInstances:
         with self._lock:
             if module not in self._instances:
-                self._instances[module] = FunctionInstances(module, self._instances_per_function)
+                self._instances[module] = FunctionInstances(
+                    module, self._instances_per_function, self._invocation_timeout_s
+                )
             return self._instances[module]
 
     def close(self) -> None:
@@ -301,7 +305,8 @@ class LocalGateway:
 
     `functions` (function name -> handler module) and `authorizer` default to `functions.routes`'; each function
     gets up to `instances_per_function` instances (processes), started on demand. A connection that sends nothing
-    for `read_timeout_s` is closed (mid-body: after a 408).
+    for `read_timeout_s` is closed (mid-body: after a 408); an invocation that takes longer than
+    `invocation_timeout_s` (API Gateway's 29 s) is answered 504 and its instance replaced.
     """
 
     def __init__(
@@ -314,8 +319,9 @@ class LocalGateway:
         authorizer: str = AUTHORIZER_MODULE,
         instances_per_function: int = INSTANCES_PER_FUNCTION,
         read_timeout_s: float = READ_TIMEOUT_S,
+        invocation_timeout_s: float = INVOCATION_TIMEOUT_S,
     ) -> None:
-        self._dispatcher = _Dispatcher(routes, functions, authorizer, instances_per_function)
+        self._dispatcher = _Dispatcher(routes, functions, authorizer, instances_per_function, invocation_timeout_s)
         handler = type("Handler", (_RequestHandler,), {"dispatcher": self._dispatcher, "timeout": read_timeout_s})
         self._server = _Server((host, port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-gateway", daemon=True)

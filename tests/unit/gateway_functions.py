@@ -24,6 +24,7 @@ def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "pid": os.getpid(),
             "userId": (event["requestContext"].get("authorizer") or {}).get("userId"),
             "multiValueHeaders": event["multiValueHeaders"],
+            "environment": os.environ.get("GATEWAY_TEST_VALUE"),
         }
         return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps(answer)}
     finally:

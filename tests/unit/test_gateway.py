@@ -37,6 +37,7 @@ def gateway() -> Iterator[LocalGateway]:
         authorizer=f"{FUNCTIONS}:authorize",
         instances_per_function=3,
         read_timeout_s=1.0,
+        invocation_timeout_s=5.0,
     )
     server.start()
     yield server
@@ -110,6 +111,21 @@ def test_a_failing_function_is_a_502_and_a_crashed_instance_is_replaced(api: htt
     crashed = api.post("/crash", json={"exit": True})
     assert (crashed.status_code, crashed.json()["code"]) == (502, "BAD_GATEWAY")
     assert api.post("/echo", json={"marker": "after"}).json()["marker"] == "after"
+
+
+def test_an_invocation_past_the_timeout_is_a_504_and_its_instance_is_replaced(api: httpx.Client) -> None:
+    stuck = api.post("/echo", json={"sleepS": 30})
+    assert (stuck.status_code, stuck.json()["code"]) == (504, "GATEWAY_TIMEOUT")
+    assert api.post("/echo", json={"marker": "next"}).json()["marker"] == "next"
+
+
+def test_instances_see_the_gateways_environment_as_it_is_now(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY_TEST_VALUE", "first")
+    assert api.post("/echo", json={}).json()["environment"] == "first"
+    monkeypatch.setenv("GATEWAY_TEST_VALUE", "second")
+    assert api.post("/echo", json={}).json()["environment"] == "second"
 
 
 def test_unknown_routes_are_404_with_the_error_body(api: httpx.Client) -> None:
