@@ -3,6 +3,7 @@
 Every handler runs in this process against moto, its clients counted through botocore's `before-call` event on
 the process's one session (`shared.aws`): every store and record calls through it. A request's figure is the
 calls of its second run (the first one's are a cold start's: same calls, plus nothing else, but counted apart).
+The results consumer's calls are measured per out-queue event of one execution (started, progress, finished).
 The list endpoints are measured with N pipelines of one author (default 100 and 10,000): a page is one Query
 whatever N is, so the calls do not grow. Write units are not measured (moto does not report consumed capacity);
 the DynamoDB writes are counted per operation.
@@ -124,8 +125,21 @@ def measure(item_counts: list[int]) -> dict[str, Any]:
         for name, request in requests.items():
             request()  # the first one is a cold start's
             seen, answer = calls.measure(request)
-            per_request[name] = {"status": answer["statusCode"], "calls": seen, "total": sum(seen.values())}
-            per_request[name]["dynamodb_writes"] = sum(n for op, n in seen.items() if op.split(":")[1] in WRITES)
+            per_request[name] = _figures(answer["statusCode"], seen)
+        from functions.results.handler import lambda_handler as results
+
+        submitted = _body(requests["POST /pipelines/{id}/executions"]())["executionId"]
+        lifecycle: dict[str, dict[str, Any]] = {
+            "started": {},
+            "progress": {"progress": _progress(50)},
+            "finished": {"success": True},
+        }
+        for event_name, fields in lifecycle.items():
+            out_queue = get_settings().out_queue_url or ""
+            event = _sqs_event(_out_event(submitted, event_name, **fields), out_queue)
+            seen, answer = calls.measure(functools.partial(call, results, event))
+            status = 500 if answer["batchItemFailures"] else 200  # 500: the consumer gave the message back
+            per_request[f"results consumer: {event_name}"] = _figures(status, seen)
 
         lists: dict[str, Any] = {}
         author = str(uuid.uuid4())  # an author with only these pipelines
@@ -146,6 +160,36 @@ def measure(item_counts: list[int]) -> dict[str, Any]:
                 "GET /pipelines": {"status": all_answer["statusCode"], "calls": all_seen},
             }
     return {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "requests": per_request, "lists": lists}
+
+
+def _figures(status: int, seen: dict[str, int]) -> dict[str, Any]:
+    writes = sum(n for operation, n in seen.items() if operation.split(":")[1] in WRITES)
+    return {"status": status, "calls": seen, "total": sum(seen.values()), "dynamodb_writes": writes}
+
+
+def _progress(percent: int) -> dict[str, int]:
+    return {"stage": 0, "stages": 1, "step": percent // 10, "steps": 10, "percent": percent}
+
+
+def _out_event(execution_id: str, event: str, **fields: Any) -> str:
+    """An out-queue message as the worker sends it."""
+    body = {"executionId": execution_id, "executionUri": None, "success": False, "version": 1, "event": event}
+    return json.dumps(body | {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | fields)
+
+
+def _sqs_event(body: str, queue_url: str) -> dict[str, Any]:
+    name = queue_url.rstrip("/").rsplit("/", 1)[-1]
+    record = {
+        "messageId": str(uuid.uuid4()),
+        "receiptHandle": str(uuid.uuid4()),
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{name}",
+        "awsRegion": "us-east-1",
+    }
+    return {"Records": [record]}
 
 
 def _path(event: dict[str, Any]) -> dict[str, Any]:
