@@ -49,13 +49,18 @@ test: setup models browser
 test-fast: setup models
 	STAGEHUB_MODELS_DIR=$(MODELS_DIR) $(PY) -m pytest -q -m "not slow"
 
+# Every package, the tests and the benchmarks included; CI (.ci/run) runs it after the tests.
+MYPY_PATHS := shared functions gpu_worker local infra stagehub_cli tests bench app.py
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared functions gpu_worker local
+	$(VENV)/bin/mypy $(MYPY_PATHS)
 
 bench: setup models
 	$(PY) -m bench --models-dir $(MODELS_DIR)
+	$(PY) -m bench.cold_start
+	$(PY) -m bench.cost_model
 
 $(CDK_CLI):
 	npm install --silent --no-audit --no-fund --prefix .tools aws-cdk@$(CDK_CLI_VERSION)

@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class ScalingParams:
     launch_hook_timeout_s: int = 1200
 
     @classmethod
-    def from_template(cls, template: dict[str, Any]) -> ScalingParams:
+    def from_template(cls, template: Mapping[str, Any]) -> ScalingParams:
         resources = template["Resources"].values()
 
         def of_type(kind: str) -> list[dict[str, Any]]:

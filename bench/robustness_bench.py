@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.workload import ApiUser, txt2img_stage
 from shared.aws import client
-from shared.settings import Settings
+from shared.settings import StackSettings
 from shared.stages import manifest_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def _wait(condition: Callable[[], Any], timeout_s: float, what: str, log_path: P
     raise RuntimeError(f"timed out waiting for {what} (log: {kept})")
 
 
-def _finished(settings: Settings, execution_id: str) -> bool:
+def _finished(settings: StackSettings, execution_id: str) -> bool:
     listed = client("s3", settings).list_objects_v2(Bucket=settings.results_bucket, Prefix=manifest_key(execution_id))
     return bool(listed.get("Contents"))
 
@@ -71,7 +71,7 @@ def _environment(torch_threads: int) -> dict[str, str]:
 
 
 def recovery(
-    settings: Settings, user: ApiUser, size: int, steps: int, *, executions: int, kills: int
+    settings: StackSettings, user: ApiUser, size: int, steps: int, *, executions: int, kills: int
 ) -> dict[str, Any]:
     """Kill the supervisor's worker process `kills` times while it computes; time each kill -> running again.
 
@@ -125,7 +125,7 @@ def recovery(
 
 
 def head_of_line(
-    settings: Settings, user: ApiUser, size: int, short_steps: int, *, shorts: int, long_factor: int
+    settings: StackSettings, user: ApiUser, size: int, short_steps: int, *, shorts: int, long_factor: int
 ) -> dict[str, Any]:
     """Two warm worker processes; the shorts' p50 latency behind one long execution over their p50 alone."""
     short = user.create_pipeline([txt2img_stage(size, short_steps)])

@@ -21,7 +21,7 @@ from gpu_worker.tiny_models import ensure_tiny_models, local_models_env
 from local.provision import provision
 from local.stack import patched_environment
 from shared.models import bind_models
-from shared.settings import Settings, get_settings
+from shared.settings import StackSettings
 
 
 def _free_port() -> int:
@@ -62,7 +62,9 @@ def moto_process() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def bench_stack(models_dir: Path, models_env: dict[str, str] | None = None, **overrides: str) -> Iterator[Settings]:
+def bench_stack(
+    models_dir: Path, models_env: dict[str, str] | None = None, **overrides: str
+) -> Iterator[StackSettings]:
     """Moto with every resource, the models, and this process's environment pointed at them.
 
     `models_env` is MODELS and DEFAULT_MODELS (shared.settings); by default, the tiny models under `models_dir`."""
@@ -74,6 +76,6 @@ def bench_stack(models_dir: Path, models_env: dict[str, str] | None = None, **ov
         # Short long polls: a worker's shutdown waits for its last one (a full queue answers at once anyway).
         env |= {"POLL_WAIT_S": "2", "POWERTOOLS_METRICS_DISABLED": "true"} | overrides
         with patched_environment(env):
-            settings = get_settings()
+            settings = StackSettings.from_env()
             bind_models(settings)
             yield settings

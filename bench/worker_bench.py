@@ -25,7 +25,7 @@ from gpu_worker.seams import WorkerIo
 from gpu_worker.stages._torch import generators
 from gpu_worker.worker import Worker
 from shared.aws import client
-from shared.settings import Settings
+from shared.settings import StackSettings
 from shared.stages import manifest_key
 
 GUIDANCE = 7.5
@@ -126,7 +126,7 @@ class TimedWorker(Worker):
 
 
 def make_worker(
-    settings: Settings, registry: ModelRegistry, *, batch: int, overlap: bool, aws_io: AwsIoProcess | None = None
+    settings: StackSettings, registry: ModelRegistry, *, batch: int, overlap: bool, aws_io: AwsIoProcess | None = None
 ) -> TimedWorker:
     """The worker as gpu_worker.process builds it: clients proxied through `aws_io` when given."""
     return TimedWorker(
@@ -138,7 +138,7 @@ def make_worker(
 
 
 def worker_run(
-    settings: Settings, registry: ModelRegistry, execution_ids: list[str], *, batch: int, overlap: bool
+    settings: StackSettings, registry: ModelRegistry, execution_ids: list[str], *, batch: int, overlap: bool
 ) -> Run:
     """Run a worker on a queue already holding `execution_ids`; time it until the last one is closed."""
     aws_io = AwsIoProcess(settings) if overlap else None
@@ -170,7 +170,7 @@ def _stop_when_closed(worker: TimedWorker, expected: int, stop: threading.Event)
     stop.set()
 
 
-def _check_results(settings: Settings, execution_ids: list[str]) -> None:
+def _check_results(settings: StackSettings, execution_ids: list[str]) -> None:
     s3 = client("s3", settings)
     for execution_id in execution_ids:
         s3.head_object(Bucket=settings.results_bucket, Key=manifest_key(execution_id))  # raises if missing

@@ -36,14 +36,21 @@ def get_tracer() -> Tracer:
 
 
 def capture_lambda_handler(handler: LambdaHandler) -> LambdaHandler:
-    """`Tracer.capture_lambda_handler(capture_response=False)`, applied on the first invocation (see `get_tracer`)."""
+    """`Tracer.capture_lambda_handler(capture_response=False)`, applied on the first invocation (see `get_tracer`).
+
+    With tracing off (`settings.tracing`: the local stack, tests, benchmarks) no Tracer is built at all: the X-Ray
+    SDK's recorder would create two botocore clients on the first request for nothing.
+    """
     traced: LambdaHandler | None = None
 
     @functools.wraps(handler)
     def invoke(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         nonlocal traced
         if traced is None:
-            traced = get_tracer().capture_lambda_handler(handler, capture_response=False)
+            from shared.settings import get_settings
+
+            tracing = get_settings().tracing
+            traced = get_tracer().capture_lambda_handler(handler, capture_response=False) if tracing else handler
         return traced(event, context)
 
     return invoke

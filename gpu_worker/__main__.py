@@ -223,10 +223,10 @@ def _fleet(settings: Any) -> tuple[ScaleInProtection | None, LifecycleWatch | No
 
 
 def _settings() -> Any:
-    from shared.settings import get_settings
+    from shared.settings import get_worker_settings
 
     try:
-        return get_settings()
+        return get_worker_settings()
     except RuntimeError as exc:  # the workers report it; the supervisor still runs them
         log.error("%s", exc)
         return None

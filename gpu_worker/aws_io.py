@@ -32,7 +32,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 
-from shared.settings import Settings
+from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class AwsIoProcess:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: CommonSettings,
         *,
         services: tuple[str, ...] = ("s3", "sqs", "dynamodb"),
         on_exit: Callable[[], None] | None = None,

@@ -30,7 +30,7 @@ from gpu_worker.seams import Inline, Metrics, TaskRunner, WorkerIo
 from shared.errors import InternalFailure, StagehubError, TransientFailure
 from shared.messages import utc_now_iso
 from shared.queues import ReceivedMessage
-from shared.settings import Settings
+from shared.settings import WorkerSettings
 from shared.stages import ResultManifest, manifest_key
 
 log = logging.getLogger("gpu_worker.worker")
@@ -39,7 +39,7 @@ log = logging.getLogger("gpu_worker.worker")
 class Endings:
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkerSettings,
         io_: WorkerIo,
         heartbeat: HeartbeatThread,
         jobs: OpenJobs,

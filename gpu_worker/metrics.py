@@ -27,7 +27,7 @@ from typing import Any
 
 from shared import telemetry
 from shared.aws import client
-from shared.settings import Settings
+from shared.settings import WorkerSettings
 
 log = logging.getLogger("gpu_worker.metrics")
 
@@ -163,7 +163,7 @@ class WorkerMetrics:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, environ: Mapping[str, str] | None = None, **kwargs: Any
+        cls, settings: WorkerSettings, environ: Mapping[str, str] | None = None, **kwargs: Any
     ) -> WorkerMetrics | NullMetrics:
         """Metrics to CloudWatch in an Auto Scaling group (ASG_NAME) or with WORKER_METRICS=1; else a no-op."""
         env = os.environ if environ is None else environ

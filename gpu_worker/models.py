@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from shared.errors import BadInput
-from shared.settings import ModelSource, Settings
+from shared.settings import ModelSource, WorkerSettings
 from shared.storage import BlobStore, S3Uri
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def resolve_device(setting: str) -> str:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, blobs: BlobStore | None = None) -> None:
+    def __init__(self, settings: WorkerSettings, blobs: BlobStore | None = None) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
         self.dtype = torch.float16 if self.device == "cuda" else torch.float32
@@ -77,7 +77,7 @@ class ModelRegistry:
             components = dict(self.diffusion(name).components)
             components.setdefault("requires_safety_checker", False)
             pipeline = StableDiffusionImg2ImgPipeline(**components)
-            pipeline.set_progress_bar_config(disable=True)
+            pipeline.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]  # a DiffusionPipeline method
             return pipeline
 
         return self._cached(("img2img", name), build)
@@ -116,7 +116,7 @@ class ModelRegistry:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype, local_files_only=local)
-        model.to(self.device).eval()
+        model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' stubs type `to` for models only
         return model, tokenizer
 
     def warm_up(self) -> None:

@@ -27,7 +27,7 @@ from shared.aws import client
 from shared.models import bind_models
 from shared.queues import QueueClient
 from shared.resources import IN_QUEUE_VISIBILITY_S
-from shared.settings import get_settings
+from shared.settings import get_worker_settings
 from shared.storage import BlobStore
 
 log = logging.getLogger("gpu_worker")
@@ -45,9 +45,10 @@ def _queue_visibility(sqs: object, queue_url: str) -> int:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    settings = get_settings()
-    if not settings.in_queue_url or not settings.out_queue_url:
-        log.error("IN_QUEUE_URL and OUT_QUEUE_URL must be set")
+    try:
+        settings = get_worker_settings()  # IN_QUEUE_URL and OUT_QUEUE_URL are required
+    except RuntimeError as exc:
+        log.error("%s", exc)
         return 2
     bind_models(settings)
     sqs = client("sqs", settings)

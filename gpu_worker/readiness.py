@@ -251,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "wait-in-service":
         return wait_in_service()
     from shared.aws import client
-    from shared.settings import get_settings
+    from shared.settings import get_worker_settings
 
-    settings = get_settings()
+    settings = get_worker_settings()
     instance_id = instance_identity()
     if not instance_id or not settings.asg_name:
         log.warning("not an instance of an Auto Scaling group: nothing to do")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gpu_worker.cancellation import CancellationWatcher
 from shared.aws import client
 from shared.queues import QueueClient
-from shared.settings import Settings
+from shared.settings import WorkerSettings
 from shared.storage import BlobStore
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class WorkerIo:
     cancellations: Cancellations
 
     @classmethod
-    def build(cls, settings: Settings, aws_io: AwsIoProcess | None = None) -> WorkerIo:
+    def build(cls, settings: WorkerSettings, aws_io: AwsIoProcess | None = None) -> WorkerIo:
         """Calls made by `aws_io` when given (as gpu_worker.process runs it), else by clients in this process."""
 
         def aws(service: str) -> Any:

@@ -120,7 +120,7 @@ def build_tiny_sd(out: Path) -> None:
 def build_tiny_gpt2(out: Path) -> None:
     import torch
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast  # type: ignore[attr-defined]
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(_CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])

@@ -47,7 +47,7 @@ from shared.errors import NotFound, PoisonMessage, StageFailed, TransientFailure
 from shared.messages import parse_in_message
 from shared.queues import ReceivedMessage
 from shared.resources import IN_QUEUE_VISIBILITY_S
-from shared.settings import Settings
+from shared.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _exit_now(reason: str) -> None:
 class Worker:
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkerSettings,
         io_: WorkerIo,
         *,
         registry: Registry | None = None,

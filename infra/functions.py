@@ -130,6 +130,7 @@ class Functions(Construct):
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": telemetry.NAMESPACE,
             "LOG_LEVEL": "INFO",
+            "TRACING": "true",  # the functions trace with X-Ray (tracing=ACTIVE); off elsewhere, no X-Ray clients
             # {"<backend>": "<queue url>"}: JSON whose values CloudFormation fills in at deploy time.
             res.BACKEND_QUEUES_ENV_VAR: stack.to_json_string(
                 {backend: pair.queue.queue_url for backend, pair in queues.in_queues.items()}
@@ -192,6 +193,12 @@ class Functions(Construct):
             description=f"stagehub {self._config.stage}: {spec.module}",
         )
         nag.acknowledge_tracing(role)
+        nag.acknowledge(
+            function,
+            "L1",
+            f"{LAMBDA_RUNTIME.name}: the newest runtime whose Python the build byte-compiles the code and layer with "
+            "(infra/packaging.py); a newer one would recompile every module on each cold start",
+        )
         return function
 
     def _grant(self, data: Data, queues: Queues) -> None:

@@ -3,16 +3,26 @@
 The functions' asset holds only `functions/` and `shared/`; the worker's only `gpu_worker/`, `shared/` and its
 requirements. The dependency layer is `pip install --platform manylinux... --only-binary=:all:` into `python/`
 (local bundling), or an empty layer when `skipLayerBuild` is set (tests: no network).
+
+Both the functions' asset and the layer are byte-compiled by the Lambda runtime's own Python (`runtime_python()`:
+pyenv's `python3.13` or one on PATH), with `--invalidation-mode unchecked-hash`: the runtime then loads the `.pyc`
+files as they are, without reading the sources' timestamps and without recompiling anything on a cold start
+(bytecode of another Python version is ignored, and /var/task cannot take new `.pyc` files). The paths in the
+bytecode are the runtime's (/var/task, /opt/python), so the assets' hashes do not change from one synth to the
+next. Without that Python the assets ship sources only (a warning says so), and every cold start compiles them.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -23,9 +33,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_PACKAGES = ("functions", "shared")
 WORKER_PACKAGES = ("gpu_worker", "shared")
 LAYER_REQUIREMENTS = REPO_ROOT / "functions" / "requirements.txt"
-LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_13
+LAMBDA_PYTHON_VERSION = LAMBDA_RUNTIME.name.removeprefix("python")  # "3.13"
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 _PIP_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64")
+FUNCTION_ROOT = "/var/task"  # where Lambda puts the function's asset
+LAYER_ROOT = "/opt"  # where Lambda puts a layer's content (python/ is on sys.path)
+BYTECODE = "unchecked-hash"
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", "tests")
 
 
@@ -45,9 +59,64 @@ def stage_packages(packages: tuple[str, ...], prefix: str, extra_files: dict[str
     return str(target)
 
 
+def runtime_python(version: str = LAMBDA_PYTHON_VERSION) -> Path | None:
+    """An interpreter of the Lambda runtime's Python version on this machine (pyenv's, then PATH), or None.
+
+    pyenv's shims are passed over: they answer "command not found" for a version that is not selected.
+    """
+    candidates = sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))
+    if candidates:
+        return candidates[-1]
+    found = shutil.which(f"python{version}")
+    return Path(found) if found and "/shims/" not in found else None
+
+
+def byte_compile(directory: Path, runtime_root: str, python: Path | None = None) -> bool:
+    """Compile every module under `directory` with the runtime's Python, as if it lay at `runtime_root`.
+
+    False (and a warning) when no such Python is installed: the asset then ships its sources only.
+    """
+    python = python or runtime_python()
+    if python is None:
+        warnings.warn(
+            f"no python{LAMBDA_PYTHON_VERSION} found (~/.pyenv, PATH): Lambda assets ship without bytecode and every "
+            "cold start compiles them",
+            stacklevel=2,
+        )
+        return False
+    command = [str(python), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", BYTECODE]
+    command += ["-s", str(directory), "-p", runtime_root, str(directory)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return True
+
+
+@functools.cache
+def function_asset_dir() -> Path:
+    """`functions/` and `shared/` staged and byte-compiled for the runtime (once per process: synths share it)."""
+    target = Path(stage_packages(FUNCTION_PACKAGES, "stagehub-functions-"))
+    byte_compile(target, FUNCTION_ROOT)
+    return target
+
+
 def function_code() -> lambda_.Code:
-    """The functions' source: `functions/` and `shared/`, nothing else (no tests, models, infra, worker)."""
-    return lambda_.Code.from_asset(stage_packages(FUNCTION_PACKAGES, "stagehub-functions-"))
+    """The functions' code: `functions/` and `shared/` with their bytecode, nothing else (no tests, infra, worker)."""
+    return lambda_.Code.from_asset(str(function_asset_dir()))
+
+
+def install_layer(
+    requirements: Path,
+    target: Path,
+    python_version: str = LAMBDA_PYTHON_VERSION,
+    platforms: Sequence[str] = _PIP_PLATFORMS,
+) -> None:
+    """pip-install the requirements' wheels for that Python and platform into `target/python`, then compile them."""
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile"]
+    command += ["--requirement", str(requirements), "--target", str(target / "python")]
+    command += ["--only-binary=:all:", "--implementation", "cp", "--python-version", python_version]
+    for platform in platforms:
+        command += ["--platform", platform]
+    subprocess.run(command, check=True)
+    byte_compile(target / "python", f"{LAYER_ROOT}/python", runtime_python(python_version))
 
 
 @jsii.implements(cdk.ILocalBundling)
@@ -59,18 +128,15 @@ class PipLayerBundling:
         self._python_version = python_version
 
     def try_bundle(self, output_dir: str, *, image: cdk.DockerImage, **_: object) -> bool:
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        command += ["--requirement", str(self._requirements), "--target", str(Path(output_dir) / "python")]
-        command += ["--only-binary=:all:", "--implementation", "cp", "--python-version", self._python_version]
-        for platform in _PIP_PLATFORMS:
-            command += ["--platform", platform]
-        subprocess.run(command, check=True)
+        install_layer(self._requirements, Path(output_dir), self._python_version)
         return True
 
 
 def layer_hash(python_version: str) -> str:
-    """The dependency layer's inputs: the requirements, the target Python and platforms (what pip is told)."""
-    inputs = [LAYER_REQUIREMENTS.read_text(), python_version, *_PIP_PLATFORMS, LAMBDA_ARCHITECTURE.name]
+    """The dependency layer's inputs: the requirements, the target Python and platforms (what pip is told), and
+    whether it carries bytecode (so a layer built without the runtime's Python is rebuilt once it is there)."""
+    bytecode = BYTECODE if runtime_python(python_version) else "none"
+    inputs = [LAYER_REQUIREMENTS.read_text(), python_version, *_PIP_PLATFORMS, LAMBDA_ARCHITECTURE.name, bytecode]
     return hashlib.sha256("\n".join(inputs).encode()).hexdigest()
 
 
@@ -83,7 +149,7 @@ def dependency_layer_code(skip_build: bool) -> lambda_.Code:
         return lambda_.Code.from_asset(str(placeholder))
     source = _temporary_dir("stagehub-layer-src-")
     shutil.copy(LAYER_REQUIREMENTS, source / "requirements.txt")
-    python_version = LAMBDA_RUNTIME.name.removeprefix("python")
+    python_version = LAMBDA_PYTHON_VERSION
     return lambda_.Code.from_asset(
         str(source),
         # The layer is what pip makes of the pinned requirements for this platform: hash those inputs, so that a

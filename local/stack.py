@@ -27,7 +27,7 @@ import httpx
 from local.moto import MotoServer
 from local.provision import provision
 from shared.models import bind_models
-from shared.settings import get_settings
+from shared.settings import clear_cached_settings, get_settings
 
 DEFAULT_MODELS_DIR = Path(".cache/models")
 WORKER_STOP_GRACE_S = 30.0
@@ -42,7 +42,7 @@ def patched_environment(values: dict[str, str]) -> Iterator[None]:
     """Set `values` in os.environ (the in-process handlers read settings from it); restore on exit."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
-    get_settings.cache_clear()
+    clear_cached_settings()
     try:
         yield
     finally:
@@ -51,7 +51,7 @@ def patched_environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        get_settings.cache_clear()
+        clear_cached_settings()
 
 
 def models_environment(models_dir: Path) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared.errors import PoisonMessage
 
-MESSAGE_VERSION = 1
+MESSAGE_VERSION: Literal[1] = 1
 
 
 def utc_now_iso() -> str:

@@ -1,7 +1,9 @@
 """PynamoDB records of the DynamoDB tables described in `shared.resources`.
 
 Records are storage shapes, never API responses. Table names, region and endpoint are bound at run time
-from settings by `bind_models`, so importing this module reads no environment.
+from settings by `bind_models`, so importing this module reads no environment. Every record (and any
+transaction, through `dynamodb_connection()`) calls DynamoDB through the process's one client (`shared.aws`),
+not a client of its own per model.
 """
 
 from __future__ import annotations
@@ -17,11 +19,32 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UnicodeSetAttribute,
 )
+from pynamodb.connection import Connection, TableConnection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection, Projection
 from pynamodb.models import Model
 
+from shared import aws
 from shared import resources as res
-from shared.settings import Settings
+from shared.settings import CommonSettings
+
+_bound_settings: CommonSettings | None = None
+
+
+def _on_shared_client(connection: Connection) -> Connection:
+    """Give a pynamodb connection the process's DynamoDB client instead of one of its own (created on first use)."""
+    if _bound_settings is None:
+        raise RuntimeError("bind_models(settings) must run before DynamoDB is used")
+    if connection._client is None:
+        connection._client = aws.client("dynamodb", _bound_settings)
+    return connection
+
+
+def dynamodb_connection() -> Connection:
+    """A pynamodb connection for transactions (`TransactWrite(connection=...)`) on the shared client."""
+    settings = _bound_settings
+    if settings is None:
+        raise RuntimeError("bind_models(settings) must run before DynamoDB is used")
+    return _on_shared_client(Connection(region=settings.region, host=settings.aws_endpoint_url))
 
 
 class _Index(GlobalSecondaryIndex[Any]):
@@ -54,6 +77,13 @@ class _Record(Model):
     class Meta:
         table_name = "unbound"
         region = "us-east-1"
+
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        """pynamodb's table connection, its calls made through the shared client rather than one of its own."""
+        table = super()._get_connection()
+        _on_shared_client(table.connection)
+        return table
 
 
 class UserRecord(_Record):
@@ -236,16 +266,16 @@ RECORDS: tuple[type[_Record], ...] = (
 RECORDS += (SessionRecord, ThrottleRecord)
 
 
-def bind_models(settings: Settings) -> None:
-    """Point every record class at its table for these settings (name, region, endpoint)."""
+def bind_models(settings: CommonSettings) -> None:
+    """Point every record class at its table for these settings (name, region, endpoint, the shared client)."""
+    global _bound_settings
+    _bound_settings = settings
     for record in RECORDS:
         spec: res.TableSpec = record.Meta.spec  # type: ignore[attr-defined]
         record.Meta.table_name = getattr(settings, spec.env_var.lower())
         record.Meta.region = settings.region
         record.Meta.host = settings.aws_endpoint_url  # type: ignore[attr-defined]
-        record._connection = None
-        for index in record._indexes.values():
-            index._connection = None  # type: ignore[attr-defined]
+        record._connection = None  # the next call builds its table connection for the new table
 
 
 # --- webhooks: one table (shared.resources.WEBHOOKS), three kinds of item told apart by their keys ---

@@ -15,7 +15,7 @@ import pytest
 from local.moto import MotoServer
 from local.provision import provision
 from shared.models import bind_models
-from shared.settings import Settings, get_settings
+from shared.settings import StackSettings, clear_cached_settings
 
 
 @pytest.fixture(scope="session")
@@ -36,15 +36,15 @@ SESSION_ADDRESS_LIMITS = {"LOGIN_FAILURES_PER_ADDRESS": "1000000", "REGISTRATION
 
 
 @pytest.fixture
-def stack_env(stack_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+def stack_env(stack_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[StackSettings]:
     """Point this process at the moto stack: environment, settings and pynamodb records."""
     for name, value in stack_environment.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    settings = get_settings()
+    clear_cached_settings()
+    settings = StackSettings.from_env()
     bind_models(settings)
     yield settings
-    get_settings.cache_clear()
+    clear_cached_settings()
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.errors import BadInput
-from shared.settings import Settings
+from shared.settings import WorkerSettings
 
 RUNNER_MODULES: dict[str, str] = {
     "txt2img": "gpu_worker.stages.txt2img",
@@ -66,7 +66,7 @@ def batch_key(stage_type: str, model: str, item: StageItem) -> Hashable:
     return key
 
 
-def model_for(settings: Settings, stage_type: str, requested: str | None) -> str:
+def model_for(settings: WorkerSettings, stage_type: str, requested: str | None) -> str:
     """The model a stage runs on: its `model` parameter, else the deployment's default for the type."""
     name = requested or settings.default_models.get(stage_type)
     if not name:

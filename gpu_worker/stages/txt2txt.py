@@ -24,7 +24,8 @@ class _StepReporter(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         self._hooks.on_step(input_ids.shape[1] - self._prompt_length, self._max_new_tokens)
         self.cancelled = self._hooks.should_stop()
-        return torch.full((input_ids.shape[0],), self.cancelled, dtype=torch.bool, device=input_ids.device)
+        stop = torch.full((input_ids.shape[0],), self.cancelled, dtype=torch.bool, device=input_ids.device)
+        return stop  # type: ignore[return-value]  # a bool tensor; torch has no BoolTensor constructor to say so
 
 
 class TextToText:

@@ -16,7 +16,7 @@ from shared import resources as res
 from shared.aws import client
 from shared.messages import MESSAGE_VERSION, utc_now_iso
 from shared.models import PipelineRecord, bind_models
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, StackSettings, clear_cached_settings
 from shared.stages import ResultManifest, ResultOutput, execution_prefix, manifest_key
 
 EVENTS = Path(__file__).parent.parent / "events"
@@ -86,8 +86,11 @@ def call_api(method: str, path: str, user_id: str | None, **kwargs: Any) -> tupl
     return response["statusCode"], json.loads(body) if body else None
 
 
-def sqs_event(bodies: list[str], queue_url: str, region: str = "us-east-1", receive_count: int = 1) -> dict[str, Any]:
+def sqs_event(
+    bodies: list[str], queue_url: str | None, region: str = "us-east-1", receive_count: int = 1
+) -> dict[str, Any]:
     """An SQS Lambda event (from tests/events) with one record per body."""
+    assert queue_url, "the settings name no out-queue"
     template = json.loads((EVENTS / "sqs_out_queue_finished.json").read_text())["Records"][0]
     records = []
     for body in bodies:
@@ -149,7 +152,7 @@ def queue_pair(settings: Settings, name: str, visibility_s: int, max_receive_cou
 
 def private_queues(
     stack_env: Settings, monkeypatch: pytest.MonkeyPatch, in_visibility_s: int = res.IN_QUEUE_VISIBILITY_S
-) -> Settings:
+) -> StackSettings:
     """Settings whose in-queue(s), DLQs and out-queue belong to this test alone.
 
     Submitted executions then never reach another test's worker, and a test may count and drain its queues.
@@ -165,8 +168,8 @@ def private_queues(
     monkeypatch.setenv("OUT_DLQ_URL", out_dlq)
     # Every progress event is written (the consumer's throttle is tested on its own).
     monkeypatch.setenv("PROGRESS_WRITE_INTERVAL_S", "0")
-    get_settings.cache_clear()
-    settings = get_settings()
+    clear_cached_settings()
+    settings = StackSettings.from_env()
     bind_models(settings)
     return settings
 
@@ -174,14 +177,16 @@ def private_queues(
 OTHER_BACKEND = "other-fleet"
 
 
-def submit(pipeline_id: str, user_id: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def submit(
+    pipeline_id: str, user_id: str | None, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """POST /pipelines/{pipelineId}/executions through the Lambda handler."""
     return call_api("POST", f"/pipelines/{pipeline_id}/executions", user_id, body=body, headers=headers)
 
 
 def received_bodies(settings: Settings, queue_url: str) -> list[dict[str, Any]]:
     """Every message now on a queue (received and deleted), as parsed JSON."""
-    sqs, bodies = client("sqs", settings), []
+    sqs, bodies = client("sqs", settings), list[dict[str, Any]]()
     while True:
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages")
         if not messages:

@@ -15,14 +15,14 @@ from gpu_worker.cancellation import CancellationWatcher
 from shared.aws import client
 from shared.errors import NotFound, TransientFailure
 from shared.queues import QueueClient
-from shared.settings import Settings
+from shared.settings import StackSettings
 from shared.storage import BlobStore
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def aws_io(stack_env: Settings) -> Iterator[AwsIoProcess]:
+def aws_io(stack_env: StackSettings) -> Iterator[AwsIoProcess]:
     exits: list[bool] = []
     process = AwsIoProcess(stack_env, on_exit=lambda: exits.append(True))
     process.exits = exits  # type: ignore[attr-defined]
@@ -30,7 +30,7 @@ def aws_io(stack_env: Settings) -> Iterator[AwsIoProcess]:
     process.close()
 
 
-def test_s3_calls_round_trip_with_bodies_and_missing_keys(aws_io: AwsIoProcess, stack_env: Settings) -> None:
+def test_s3_calls_round_trip_with_bodies_and_missing_keys(aws_io: AwsIoProcess, stack_env: StackSettings) -> None:
     blobs = BlobStore(aws_io.client("s3"))
     prefix = f"io-test/{uuid.uuid4().hex}/"
     blobs.put_bytes(stack_env.results_bucket, prefix + "a.bin", b"\x00\x01binary", "application/octet-stream")
@@ -44,7 +44,7 @@ def test_s3_calls_round_trip_with_bodies_and_missing_keys(aws_io: AwsIoProcess, 
     assert blobs.head(stack_env.results_bucket, prefix + "a.bin") is None
 
 
-def test_a_long_poll_does_not_hold_up_other_calls(aws_io: AwsIoProcess, stack_env: Settings) -> None:
+def test_a_long_poll_does_not_hold_up_other_calls(aws_io: AwsIoProcess, stack_env: StackSettings) -> None:
     sqs = client("sqs", stack_env)
     empty = sqs.create_queue(QueueName=f"io-test-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     queues = QueueClient(aws_io.client("sqs"))
@@ -59,7 +59,7 @@ def test_a_long_poll_does_not_hold_up_other_calls(aws_io: AwsIoProcess, stack_en
     assert polled == [[]]
 
 
-def test_a_dead_helper_fails_calls_as_transient_and_says_so(aws_io: AwsIoProcess, stack_env: Settings) -> None:
+def test_a_dead_helper_fails_calls_as_transient_and_says_so(aws_io: AwsIoProcess, stack_env: StackSettings) -> None:
     aws_io._process.kill()
     aws_io._reader.join(10)
 
@@ -71,7 +71,7 @@ def test_a_dead_helper_fails_calls_as_transient_and_says_so(aws_io: AwsIoProcess
         BlobStore(aws_io.client("s3")).put_bytes(stack_env.results_bucket, "x", b"", "text/plain")
 
 
-def test_close_stops_the_helper_even_during_a_long_poll(stack_env: Settings) -> None:
+def test_close_stops_the_helper_even_during_a_long_poll(stack_env: StackSettings) -> None:
     process = AwsIoProcess(stack_env)
     sqs = client("sqs", stack_env)
     empty = sqs.create_queue(QueueName=f"io-test-{uuid.uuid4().hex[:8]}")["QueueUrl"]
@@ -89,7 +89,7 @@ def _swallow(call: Any) -> None:
 
 
 @pytest.fixture(params=["botocore", "aws-io"])
-def records(request: pytest.FixtureRequest, stack_env: Settings) -> Iterator[CancellationWatcher]:
+def records(request: pytest.FixtureRequest, stack_env: StackSettings) -> Iterator[CancellationWatcher]:
     if request.param == "botocore":
         yield CancellationWatcher(client("dynamodb", stack_env), stack_env.executions_table)
         return
@@ -98,7 +98,7 @@ def records(request: pytest.FixtureRequest, stack_env: Settings) -> Iterator[Can
     process.close()
 
 
-def _put_record(settings: Settings, status: str, *, cancel: bool = False, deleted_at: str | None = None) -> str:
+def _put_record(settings: StackSettings, status: str, *, cancel: bool = False, deleted_at: str | None = None) -> str:
     execution_id = f"ex-{uuid.uuid4().hex}"
     item = {"executionId": {"S": execution_id}, "status": {"S": status}, "cancelRequested": {"BOOL": cancel}}
     if deleted_at is not None:
@@ -108,7 +108,7 @@ def _put_record(settings: Settings, status: str, *, cancel: bool = False, delete
 
 
 def test_records_decide_skip_and_stop_from_status_cancel_flag_and_deletion(
-    records: CancellationWatcher, stack_env: Settings
+    records: CancellationWatcher, stack_env: StackSettings
 ) -> None:
     running = _put_record(stack_env, "RUNNING")
     cancel_requested = _put_record(stack_env, "RUNNING", cancel=True)
@@ -131,7 +131,7 @@ def test_records_decide_skip_and_stop_from_status_cancel_flag_and_deletion(
 
 
 def test_a_delete_tombstone_is_treated_as_cancelled_and_seen_right_before_writing(
-    records: CancellationWatcher, stack_env: Settings
+    records: CancellationWatcher, stack_env: StackSettings
 ) -> None:
     """CONTRACTS C2: `deletedAt` on the record (set by DELETE before the S3 purge) stops the execution."""
     tombstoned = _put_record(stack_env, "RUNNING", deleted_at="2026-12-01T12:00:00.000Z")
@@ -152,7 +152,7 @@ def test_a_delete_tombstone_is_treated_as_cancelled_and_seen_right_before_writin
     assert records.should_stop(running) is True
 
 
-def test_records_read_more_than_one_batch_of_keys(stack_env: Settings) -> None:
+def test_records_read_more_than_one_batch_of_keys(stack_env: StackSettings) -> None:
     records = CancellationWatcher(client("dynamodb", stack_env), stack_env.executions_table)
     ids = [_put_record(stack_env, "RUNNING") for _ in range(3)] + [f"ex-gone-{n}" for n in range(120)]
     for execution_id in ids:

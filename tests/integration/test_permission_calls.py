@@ -71,7 +71,7 @@ def _grants(calls: list[Call], settings: Settings) -> set[Grant]:
     buckets = {getattr(settings, spec.env_var.lower()): spec.logical_id for spec in res.BUCKETS}
     queues = {url: "in" for url in settings.backend_queues.values()}
     queues |= {url: "in-dlq" for url in settings.backend_dlqs.values()}
-    queues |= {settings.out_queue_url: "out", settings.out_dlq_url: "out-dlq"}
+    queues |= {url: name for url, name in ((settings.out_queue_url, "out"), (settings.out_dlq_url, "out-dlq")) if url}
     grants: set[Grant] = set()
     for service, operation, params in calls:
         if service == "dynamodb" and operation == "TransactWriteItems":

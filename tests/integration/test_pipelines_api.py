@@ -129,7 +129,7 @@ def test_limits_are_inclusive(api: httpx.Client, new_user: Users) -> None:
     }
     pipeline = _create(api, user, at_the_limits)
     assert len(pipeline["stages"]) == 16
-    params = {"steps": 150, "guidanceScale": 30, "width": 1024, "height": 64, "numImages": 4, "seed": 0}
+    params: dict[str, Any] = {"steps": 150, "guidanceScale": 30, "width": 1024, "height": 64, "numImages": 4, "seed": 0}
     _create(api, user, _pipeline(stages=[{"type": "txt2img", "inline": True, "body": "x", "parameters": params}]))
     params = {"strength": 1, "steps": 1, "guidanceScale": 0, "negativePrompt": "blurry", "model": "sd"}
     _create(api, user, _pipeline(stages=[{"type": "img2img", "inline": True, "body": "x", "parameters": params}]))

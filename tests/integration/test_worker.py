@@ -34,7 +34,7 @@ from shared.aws import client
 from shared.errors import TransientFailure
 from shared.messages import ExecutionStatus
 from shared.models import ExecutionRecord
-from shared.settings import Settings, get_settings
+from shared.settings import StackSettings, get_worker_settings
 from shared.stages import execution_prefix
 from tests.integration.executions_support import call_api, make_pipeline, new_id, private_queues, submit
 
@@ -47,8 +47,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def env(
-    stack_env: Settings, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path, request: pytest.FixtureRequest
-) -> Settings:
+    stack_env: StackSettings, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path, request: pytest.FixtureRequest
+) -> StackSettings:
     """Private queues (short visibility), the tiny models, and a worker that answers quickly."""
     for name, value in local_models_env(tiny_models_dir).items():
         monkeypatch.setenv(name, value)
@@ -59,7 +59,7 @@ def env(
 
 
 @pytest.fixture
-def consumers(env: Settings) -> Iterator[QueueConsumers]:
+def consumers(env: StackSettings) -> Iterator[QueueConsumers]:
     running = QueueConsumers(env, wait_s=1).start()
     yield running
     running.stop()
@@ -68,7 +68,7 @@ def consumers(env: Settings) -> Iterator[QueueConsumers]:
 class RunningWorker:
     """A Worker in a thread of this process (the compute loop, with its intake, upload and event threads)."""
 
-    def __init__(self, settings: Settings, *, aws_io: bool = False, **options: Any) -> None:
+    def __init__(self, settings: StackSettings, *, aws_io: bool = False, **options: Any) -> None:
         """`aws_io`: make the AWS calls through the I/O process, as gpu_worker.process does."""
         self.aws_io = AwsIoProcess(settings) if aws_io else None
         self.fatal: list[str] = []
@@ -112,14 +112,14 @@ def wait_final(execution_id: str, timeout_s: float = 120.0) -> ExecutionRecord:
     return wait_for(lambda: (r := record(execution_id)).status in FINAL and r, timeout_s, f"{execution_id} to finish")  # type: ignore[no-any-return]
 
 
-def result_objects(settings: Settings, execution_id: str) -> set[str]:
+def result_objects(settings: StackSettings, execution_id: str) -> set[str]:
     listed = client("s3", settings).list_objects_v2(
         Bucket=settings.results_bucket, Prefix=execution_prefix(execution_id)
     )
     return {item["Key"].removeprefix(execution_prefix(execution_id)) for item in listed.get("Contents", [])}
 
 
-def queue_depth(settings: Settings, url: str) -> int:
+def queue_depth(settings: StackSettings, url: str) -> int:
     attributes = client("sqs", settings).get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
@@ -140,7 +140,7 @@ CHAIN = [
 ]
 
 
-def test_a_three_stage_chain_runs_end_to_end(env: Settings, consumers: QueueConsumers) -> None:
+def test_a_three_stage_chain_runs_end_to_end(env: StackSettings, consumers: QueueConsumers) -> None:
     user = new_id()
     execution_id = start(make_pipeline(env, CHAIN), user, {"subject": "a fox"})
     with RunningWorker(env, aws_io=True):  # as in production: AWS calls made by the I/O process
@@ -164,7 +164,7 @@ def test_a_three_stage_chain_runs_end_to_end(env: Settings, consumers: QueueCons
     assert queue_depth(env, env.in_queue_url) == 0
 
 
-def test_an_execution_cancelled_while_queued_never_starts(env: Settings, consumers: QueueConsumers) -> None:
+def test_an_execution_cancelled_while_queued_never_starts(env: StackSettings, consumers: QueueConsumers) -> None:
     user = new_id()
     execution_id = start(make_pipeline(env, TXT2IMG), user)
     status, body = call_api("POST", f"/executions/{execution_id}/cancel", user)
@@ -177,7 +177,9 @@ def test_an_execution_cancelled_while_queued_never_starts(env: Settings, consume
     assert result_objects(env, execution_id) <= {"request.json"}
 
 
-def test_cancelling_a_running_execution_stops_it_and_keeps_no_outputs(env: Settings, consumers: QueueConsumers) -> None:
+def test_cancelling_a_running_execution_stops_it_and_keeps_no_outputs(
+    env: StackSettings, consumers: QueueConsumers
+) -> None:
     user = new_id()
     slow = [{"type": "txt2img", "inline": True, "body": "x", "parameters": {"steps": 150, "width": 64, "height": 64}}]
     execution_id = start(make_pipeline(env, slow), user)
@@ -198,7 +200,7 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_stage_runs_again_at_once_and_resumes_at_the_unfinished_stage(
-    stack_env: Settings, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path, tmp_path: Path
+    stack_env: StackSettings, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path, tmp_path: Path
 ) -> None:
     """SIGKILL of the supervisor's worker process while it computes stage 1 of 2: its successor on the slot gives
     the message back at once (the queue's 60 s visibility would otherwise hold it), resumes at stage 1 from the
@@ -245,7 +247,7 @@ def test_a_worker_killed_mid_stage_runs_again_at_once_and_resumes_at_the_unfinis
     assert checkpoint.removeprefix(execution_prefix(execution_id)) not in result_objects(env, execution_id)
 
 
-def test_duplicate_deliveries_produce_one_result(env: Settings, consumers: QueueConsumers) -> None:
+def test_duplicate_deliveries_produce_one_result(env: StackSettings, consumers: QueueConsumers) -> None:
     user = new_id()
     execution_id = start(make_pipeline(env, TXT2IMG), user)
     sqs = client("sqs", env)
@@ -278,7 +280,7 @@ def test_duplicate_deliveries_produce_one_result(env: Settings, consumers: Queue
 
 
 def test_a_message_that_fails_every_attempt_ends_in_the_dlq_and_its_execution_failed(
-    env: Settings, consumers: QueueConsumers, monkeypatch: pytest.MonkeyPatch
+    env: StackSettings, consumers: QueueConsumers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A message given back on every attempt is received maxReceiveCount times, dead-lettered, and failed."""
 
@@ -299,7 +301,7 @@ def test_a_message_that_fails_every_attempt_ends_in_the_dlq_and_its_execution_fa
     wait_for(lambda: queue_depth(env, env.backend_dlqs["gpu-fleet"]) == 0, 30, "the DLQ handler to drain")
 
 
-def test_a_stage_the_model_cannot_do_fails_with_bad_input(env: Settings, consumers: QueueConsumers) -> None:
+def test_a_stage_the_model_cannot_do_fails_with_bad_input(env: StackSettings, consumers: QueueConsumers) -> None:
     user = new_id()
     too_long = [{"type": "txt2txt", "inline": True, "body": "x", "parameters": {"maxNewTokens": 2048}}]
     execution_id = start(make_pipeline(env, too_long), user)
@@ -310,7 +312,7 @@ def test_a_stage_the_model_cannot_do_fails_with_bad_input(env: Settings, consume
     assert "maxNewTokens" in done.error["message"]
 
 
-def test_settings_reach_the_worker(env: Settings) -> None:
-    settings = get_settings()
+def test_settings_reach_the_worker(env: StackSettings) -> None:
+    settings = get_worker_settings()
     assert settings.in_queue_url == env.in_queue_url
     assert json.loads(os.environ["MODELS"])

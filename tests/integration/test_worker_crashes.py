@@ -13,14 +13,14 @@ import pytest
 from gpu_worker.tiny_models import local_models_env
 from gpu_worker.worker import EXIT_ABANDONED
 from shared.aws import client
-from shared.settings import Settings
+from shared.settings import StackSettings
 from tests.integration.executions_support import make_pipeline, new_id, private_queues
 from tests.integration.test_worker import ROOT, start, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def _visibility(settings: Settings) -> tuple[int, int]:
+def _visibility(settings: StackSettings) -> tuple[int, int]:
     attributes = client("sqs", settings).get_queue_attributes(
         QueueUrl=settings.in_queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -30,7 +30,7 @@ def _visibility(settings: Settings) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_a_dead_intake_thread_gives_its_message_back_and_ends_the_process(
-    stack_env: Settings, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path
+    stack_env: StackSettings, monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path
 ) -> None:
     for name, value in local_models_env(tiny_models_dir).items():
         monkeypatch.setenv(name, value)

@@ -14,7 +14,7 @@ from PIL import Image
 from gpu_worker.models import ModelRegistry
 from local.consumers import QueueConsumers
 from shared.aws import client
-from shared.settings import Settings
+from shared.settings import StackSettings
 from shared.stages import PROMPT_MAX_BYTES, request_key
 from tests.integration.executions_support import make_pipeline, new_id
 from tests.integration.test_worker import TXT2IMG, RunningWorker, consumers, env, start, wait_final  # noqa: F401
@@ -29,7 +29,7 @@ def _png(size: tuple[int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def _rewrite_request(settings: Settings, execution_id: str, **changes: object) -> None:
+def _rewrite_request(settings: StackSettings, execution_id: str, **changes: object) -> None:
     s3 = client("s3", settings)
     key = request_key(execution_id)
     request = json.loads(s3.get_object(Bucket=settings.results_bucket, Key=key)["Body"].read())
@@ -39,13 +39,16 @@ def _rewrite_request(settings: Settings, execution_id: str, **changes: object) -
     s3.put_object(Bucket=settings.results_bucket, Key=key, Body=json.dumps(request).encode())
 
 
-def _upload(settings: Settings, key: str, body: bytes) -> str:
+def _upload(settings: StackSettings, key: str, body: bytes) -> str:
     client("s3", settings).put_object(Bucket=settings.uploads_bucket, Key=key, Body=body)
     return f"s3://{settings.uploads_bucket}/{key}"
 
 
 @pytest.mark.slow
-def test_hostile_inputs_fail_bad_input_and_do_not_slow_another_user(env: Settings, consumers: QueueConsumers) -> None:  # noqa: F811
+def test_hostile_inputs_fail_bad_input_and_do_not_slow_another_user(
+    env: StackSettings,  # noqa: F811
+    consumers: QueueConsumers,  # noqa: F811
+) -> None:
     normal = make_pipeline(env, TXT2IMG)
     registry = ModelRegistry(env)
     registry.warm_up()  # as gpu_worker.process does before polling
@@ -85,7 +88,7 @@ def test_hostile_inputs_fail_bad_input_and_do_not_slow_another_user(env: Setting
 
 
 @pytest.mark.slow
-def test_two_workers_share_a_burst(env: Settings, consumers: QueueConsumers) -> None:  # noqa: F811
+def test_two_workers_share_a_burst(env: StackSettings, consumers: QueueConsumers) -> None:  # noqa: F811
     pipeline = make_pipeline(env, TXT2IMG)
     ids = [start(pipeline, new_id()) for _ in range(6)]
     ran_on: dict[str, str] = {}

@@ -6,10 +6,11 @@ from typing import Any
 
 from shared.messages import ExecutionStatus
 from shared.models import ExecutionRecord
-from shared.settings import Settings
+from shared.settings import StackSettings
 
 
-def unit_settings(**overrides: Any) -> Settings:
+def unit_settings(**overrides: Any) -> StackSettings:
+    """Settings of both sides for unit tests (API fields and worker fields), with placeholder resource names."""
     values: dict[str, Any] = {
         "users_table": "u",
         "refresh_tokens_table": "r",
@@ -22,8 +23,10 @@ def unit_settings(**overrides: Any) -> Settings:
         "uploads_bucket": "uploads",
         "results_bucket": "results",
         "backend_queues": {"gpu-fleet": "https://sqs/q"},
+        "in_queue_url": "https://sqs/q",
+        "out_queue_url": "https://sqs/out",
     }
-    return Settings(**(values | overrides))
+    return StackSettings(**(values | overrides))
 
 
 def record(status: ExecutionStatus = ExecutionStatus.QUEUED, **fields: Any) -> ExecutionRecord:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from functions.routes import (
     SWEEP_MODULE,
     WEBHOOK_SENDER_MODULE,
 )
+from infra.packaging import LAMBDA_PYTHON_VERSION, function_asset_dir, runtime_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,6 +94,17 @@ def test_a_cold_import_leaves_the_heavy_modules_for_first_use(module: str) -> No
     assert sorted(name for name in DEFERRED[module] if name in loaded) == []
 
 
+@pytest.fixture
+def tracing_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("TRACING", "true")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("tracing_on")
 def test_the_tracer_is_built_on_the_first_invocation_and_then_reused() -> None:
     from functions.observability import capture_lambda_handler, get_tracer
 
@@ -103,6 +116,61 @@ def test_the_tracer_is_built_on_the_first_invocation_and_then_reused() -> None:
 
     traced = capture_lambda_handler(lambda_handler)
     assert traced.__name__ == "lambda_handler"  # Logger and Tracer name the handler after it
-    assert [traced({"n": 1}, None), traced({"n": 2}, None)] == [{"n": 1}, {"n": 2}]
+    no_context: Any = None
+    assert [traced({"n": 1}, no_context), traced({"n": 2}, no_context)] == [{"n": 1}, {"n": 2}]
     assert events == [{"n": 1}, {"n": 2}]
     assert get_tracer() is get_tracer()
+
+
+def test_with_tracing_off_no_tracer_and_no_x_ray_client_is_made() -> None:
+    code = """
+import json, sys
+from functions.observability import capture_lambda_handler
+handler = capture_lambda_handler(lambda event, context: {"ok": True})
+assert handler({}, None) == {"ok": True}
+print(json.dumps(sorted(sys.modules)))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert not {"aws_xray_sdk", "botocore.client"} & loaded
+
+
+def test_every_record_and_store_shares_one_client_per_service() -> None:
+    from shared import aws
+    from shared.models import RECORDS, bind_models, dynamodb_connection
+    from shared.settings import Settings
+
+    settings = Settings.from_env({"STAGE": "cold-test", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    bind_models(settings)
+    dynamodb = aws.client("dynamodb", settings)
+    assert all(record._get_connection().connection.client is dynamodb for record in RECORDS)
+    assert dynamodb_connection().client is dynamodb
+    assert aws.client("s3", settings) is aws.client("s3", settings)
+
+
+@pytest.fixture(scope="module")
+def function_asset() -> Path:
+    if runtime_python() is None:
+        pytest.skip(f"no python{LAMBDA_PYTHON_VERSION} on this machine: the asset ships without bytecode")
+    return function_asset_dir()
+
+
+def test_the_function_asset_carries_bytecode_of_the_runtime_python_that_needs_no_source_check(
+    function_asset: Path,
+) -> None:
+    python = runtime_python()
+    assert python is not None
+    magic = subprocess.run(
+        [str(python), "-c", "import importlib.util; print(importlib.util.MAGIC_NUMBER.hex())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    tag = f"cpython-{LAMBDA_PYTHON_VERSION.replace('.', '')}"
+    sources = sorted(function_asset.rglob("*.py"))
+    assert sources
+    for source in sources:
+        compiled = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+        header = compiled.read_bytes()[:8]
+        assert header[:4].hex() == magic, compiled
+        assert int.from_bytes(header[4:8], "little") == 0b01, compiled  # hash-based, source never checked

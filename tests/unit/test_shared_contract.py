@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from shared import resources as res
 from shared.errors import PoisonMessage
 from shared.messages import (
+    ErrorInfo,
     ExecutionStatus,
     InQueueMessage,
     OutEvent,
@@ -18,7 +19,7 @@ from shared.messages import (
     parse_in_message,
     parse_out_message,
 )
-from shared.settings import Settings
+from shared.settings import Settings, WorkerSettings
 from shared.stages import (
     ExecutionRequest,
     ResolvedStage,
@@ -54,7 +55,7 @@ def test_malformed_in_messages_are_poison(body: str) -> None:
 
 def test_out_message_keeps_execution_uri_null_on_failure_and_derives_the_final_status() -> None:
     message = OutQueueMessage(
-        executionId="e-1", event=OutEvent.FINISHED, success=False, error={"code": "BAD_INPUT", "message": "x"}
+        executionId="e-1", event=OutEvent.FINISHED, success=False, error=ErrorInfo(code="BAD_INPUT", message="x")
     )
     body = json.loads(message.to_json())
     assert body["executionUri"] is None
@@ -71,7 +72,7 @@ def test_a_finished_event_cannot_carry_a_non_final_status() -> None:
 
 def test_progress_event_carries_progress() -> None:
     progress = Progress(stage=1, stages=2, step=10, steps=25, percent=70)
-    message = parse_out_message(OutQueueMessage(executionId="e", event="progress", progress=progress).to_json())
+    message = parse_out_message(OutQueueMessage(executionId="e", event=OutEvent.PROGRESS, progress=progress).to_json())
     assert message.progress == progress
     assert message.status is None
 
@@ -130,17 +131,42 @@ def test_settings_default_resource_names_follow_the_stage_and_parse_json_values(
             "STAGE": "prod",
             "BACKEND_QUEUES": '{"gpu-fleet": "https://sqs/q"}',
             "MODELS": '{"sd": {"kind": "diffusers", "source": "/m/sd"}}',
-            "MAX_BATCH_SIZE": "8",
+            "MAX_BATCH_SIZE": "8",  # the worker's: the API's settings do not read it
+            "AWS_REGION": "eu-west-1",
+            "TRACING": "true",
+            "OUT_DLQ_URL": "",  # empty counts as unset
         }
     )
     assert settings.executions_table == res.EXECUTIONS.physical_name("prod")
     assert settings.backends == ("gpu-fleet",)
     assert settings.models["sd"].source == "/m/sd"
-    assert settings.max_batch_size == 8
+    assert (settings.region, settings.tracing, settings.out_dlq_url) == ("eu-west-1", True, None)
+    assert not hasattr(settings, "max_batch_size")
+
+
+def test_the_workers_settings_are_apart_and_require_its_queues() -> None:
+    queues = {"IN_QUEUE_URL": "https://sqs/in", "OUT_QUEUE_URL": "https://sqs/out"}
+    worker = WorkerSettings.from_env(queues | {"STAGE": "prod", "MAX_BATCH_SIZE": "8", "JWT_SECRET": "ignored"})
+    assert (worker.in_queue_url, worker.max_batch_size) == ("https://sqs/in", 8)
+    assert worker.results_bucket == Settings.from_env({"STAGE": "prod"}).results_bucket
+    assert not hasattr(worker, "jwt_secret")
+    with pytest.raises(RuntimeError, match="in_queue_url"):
+        WorkerSettings.from_env({"OUT_QUEUE_URL": "https://sqs/out"})
+    with pytest.raises(RuntimeError, match="out_queue_url"):
+        WorkerSettings.from_env({"IN_QUEUE_URL": "https://sqs/in", "OUT_QUEUE_URL": ""})
+
+
+def test_settings_come_from_the_given_mapping_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_ISSUER", "from-the-process")
+    assert Settings.from_env({}).jwt_issuer == "stagehub"
+    assert Settings.from_env().jwt_issuer == "from-the-process"
 
 
 def test_settings_reject_invalid_values_with_a_clear_error() -> None:
+    queues = {"IN_QUEUE_URL": "https://sqs/in", "OUT_QUEUE_URL": "https://sqs/out"}
     with pytest.raises(RuntimeError, match="max_batch_size"):
-        Settings.from_env({"MAX_BATCH_SIZE": "0"})
+        WorkerSettings.from_env(queues | {"MAX_BATCH_SIZE": "0"})
+    with pytest.raises(RuntimeError, match="access_token_ttl_s"):
+        Settings.from_env({"ACCESS_TOKEN_TTL_S": "5"})
     with pytest.raises(RuntimeError):
         Settings.from_env({"MODELS": '{"x": {"kind": "unknown", "source": "/"}}'})

@@ -140,10 +140,10 @@ class FakeApi:
             self.users[email] = {**user, "password": body["password"]}
             return httpx.Response(201, json=user)
         if action == "login":
-            user = self.users.get(str(body.get("email", "")).lower())
-            if not user or user["password"] != body.get("password"):
+            known = self.users.get(str(body.get("email", "")).lower())
+            if not known or known["password"] != body.get("password"):
                 return error(401, "UNAUTHORIZED", "wrong email or password")
-            return httpx.Response(200, json=self._pair(user["userId"]))
+            return httpx.Response(200, json=self._pair(known["userId"]))
         if action == "refresh":
             user_id = self.refresh.pop(body.get("refreshToken", ""), None)
             if user_id is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ PASSWORD = "correct horse battery"
 STAGES = [{"type": "txt2img", "inline": True, "body": "a fox", "parameters": {"steps": 2}}]
 
 
-def logged_in(api: FakeApi, email: str = "alice@example.com", **kwargs: object) -> StagehubClient:
+def logged_in(api: FakeApi, email: str = "alice@example.com", **kwargs: Any) -> StagehubClient:
     client = api.client(**kwargs)
     client.register(email, PASSWORD)
     client.login(email, PASSWORD)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.stages import MAX_STAGES, StageDefinition, parse_parameters, template_variables
+from shared.stages import MAX_STAGES, StageDefinition, Txt2ImgParameters, parse_parameters, template_variables
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 FILES = sorted(EXAMPLES.glob("*.json"))
@@ -32,6 +32,7 @@ def test_example_is_a_valid_pipeline_for_any_deployment(path: Path) -> None:
         assert index > 0 or "previous" not in template_variables(stage.body)
         if stage.type == "txt2img":
             params = parse_parameters(stage.type, stage.parameters)
+            assert isinstance(params, Txt2ImgParameters)
             assert params.width * params.height <= 64 * 64
             assert params.steps <= 8
 

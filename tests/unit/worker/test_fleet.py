@@ -356,7 +356,7 @@ def test_crashed_workers_restart_with_backoff(tmp_path: Path) -> None:
 
 def test_sigterm_is_forwarded_and_the_workers_are_waited_for(tmp_path: Path) -> None:
     f = Fleet(tmp_path, exit_after_s=20)
-    f.on_sleep.append(lambda: f.clock.now >= 3 and not f.supervisor.stopping and f.supervisor.on_signal(15))
+    f.on_sleep.append(lambda: f.clock.now >= 3 and not f.supervisor.stopping and f.supervisor.on_signal(15))  # type: ignore[func-returns-value]
     assert f.supervisor.run() == 0
     assert [c.signals for c in f.spawned] == [[signal.SIGTERM], [signal.SIGTERM]]
     assert all(c.returncode == 0 for c in f.spawned)
@@ -432,8 +432,8 @@ def test_a_plain_sigterm_in_service_lifts_the_protection_and_completes_nothing(t
     client = _autoscaling()
     lifecycle = LifecycleWatch(client, GROUP, HOOK, INSTANCE, read_state=lambda: "InService")
     f = Fleet(tmp_path, protection=ScaleInProtection(client, GROUP, INSTANCE), lifecycle=lifecycle)
-    f.on_sleep.append(lambda: f.clock.now >= 2 and not f.supervisor.stopping and f.supervisor.on_signal(15))
-    f.on_sleep.append(lambda: f.clock.now == 1.0 and f.flag(0).set(True))
+    f.on_sleep.append(lambda: f.clock.now >= 2 and not f.supervisor.stopping and f.supervisor.on_signal(15))  # type: ignore[func-returns-value]
+    f.on_sleep.append(lambda: f.clock.now == 1.0 and f.flag(0).set(True))  # type: ignore[func-returns-value]
     with Stubber(client) as stub:
         stub.add_response("set_instance_protection", {}, _protection_params(False))
         stub.add_response("set_instance_protection", {}, _protection_params(True))

@@ -92,7 +92,12 @@ def test_metrics_are_on_in_the_group_or_when_asked(
     monkeypatch: pytest.MonkeyPatch, asg_name: str, environ: dict[str, str]
 ) -> None:
     made: list[str] = []
-    monkeypatch.setattr(metrics_module, "client", lambda service, settings: made.append(service) or object())
+
+    def fake_client(service: str, settings: object) -> object:
+        made.append(service)
+        return object()
+
+    monkeypatch.setattr(metrics_module, "client", fake_client)
     settings = unit_settings(asg_name=asg_name, stage="dev", metrics_namespace="Custom")
     metrics = WorkerMetrics.from_settings(settings, environ=environ | {"BACKEND": "sdxl"})
     assert isinstance(metrics, WorkerMetrics)
