@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator, model_validator
 
 from shared import resources as res
+from shared.families import DEFAULT_FAMILY_OF_KIND, family_named
 
 _MiB = 1024 * 1024
 
@@ -26,6 +27,21 @@ class ModelSource(BaseModel):
 
     kind: str = Field(pattern="^(diffusers|causal-lm)$")
     source: str  # "/abs/dir", "s3://bucket/prefix/", or "org/name"
+    # Model family (shared.families): decides pipeline classes and supported parameters; default per kind
+    # (diffusers: sd15, causal-lm: causal-lm). The worker checks it against the weights' model_index.json.
+    family: str = ""
+    # LoRA adapters usable with this model: name -> source (local .safetensors file or directory, or s3:// URI)
+    loras: dict[str, str] = Field(default_factory=dict)
+    # causal-lm only: an instruct model whose tokenizer has a chat template (enables the `system` parameter)
+    chat: bool = False
+
+    @model_validator(mode="after")
+    def _default_family(self) -> ModelSource:
+        if not self.family:
+            object.__setattr__(self, "family", DEFAULT_FAMILY_OF_KIND[self.kind])
+        if family_named(self.family).kind != self.kind:
+            raise ValueError(f"family {self.family!r} is not a {self.kind} family")
+        return self
 
 
 class Settings(BaseModel):

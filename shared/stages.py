@@ -7,11 +7,17 @@ One place for what a stage may be: the API validates pipelines and overrides wit
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.families import family_named, unsupported_parameters
+
+if TYPE_CHECKING:  # the settings are read on first use, not at a handler's import
+    from shared.settings import ModelSource
+
 PROMPT_MAX_BYTES = 16 * 1024
+SYSTEM_PROMPT_MAX_BYTES = 4 * 1024
 MAX_STAGES = 16
 TEMPLATE_PATTERN = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 PREVIOUS = "previous"
@@ -35,6 +41,24 @@ def _multiple_of_8(value: int) -> int:
     return value
 
 
+MAX_LORAS = 4
+
+
+class LoraRef(BaseModel):
+    """A LoRA adapter to apply: one of the model's configured `loras` (GET /models), at `scale`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    scale: float = Field(default=1.0, ge=0, le=2)
+
+
+def _distinct_loras(value: list[LoraRef] | None) -> list[LoraRef] | None:
+    if value is not None and len({lora.name for lora in value}) != len(value):
+        raise ValueError("each LoRA at most once")
+    return value
+
+
 class Txt2ImgParameters(_Params):
     steps: int = Field(default=25, ge=1, le=150)
     guidance_scale: float = Field(default=7.5, ge=0, le=30, alias="guidanceScale")
@@ -43,8 +67,10 @@ class Txt2ImgParameters(_Params):
     negative_prompt: str | None = Field(default=None, max_length=PROMPT_MAX_BYTES, alias="negativePrompt")
     scheduler: str | None = Field(default=None, max_length=100, description="Diffusers scheduler class name")
     num_images: int = Field(default=1, ge=1, le=4, alias="numImages")
+    loras: list[LoraRef] | None = Field(default=None, max_length=MAX_LORAS, description="LoRA adapters to apply")
 
     _check_size = field_validator("width", "height")(_multiple_of_8)
+    _check_loras = field_validator("loras")(_distinct_loras)
 
 
 class Img2ImgParameters(_Params):
@@ -52,12 +78,25 @@ class Img2ImgParameters(_Params):
     steps: int = Field(default=25, ge=1, le=150)
     guidance_scale: float = Field(default=7.5, ge=0, le=30, alias="guidanceScale")
     negative_prompt: str | None = Field(default=None, max_length=PROMPT_MAX_BYTES, alias="negativePrompt")
+    loras: list[LoraRef] | None = Field(default=None, max_length=MAX_LORAS, description="LoRA adapters to apply")
+
+    _check_loras = field_validator("loras")(_distinct_loras)
 
 
 class Txt2TxtParameters(_Params):
     max_new_tokens: int = Field(default=64, ge=1, le=2048, alias="maxNewTokens")
     temperature: float = Field(default=0.7, ge=0, le=2)
     top_p: float = Field(default=0.95, ge=0, le=1, alias="topP")
+    system: str | None = Field(
+        default=None, max_length=SYSTEM_PROMPT_MAX_BYTES, description="System prompt (models with a chat template)"
+    )
+
+    @field_validator("system")
+    @classmethod
+    def _system_bytes(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) > SYSTEM_PROMPT_MAX_BYTES:
+            raise ValueError(f"at most {SYSTEM_PROMPT_MAX_BYTES} bytes")
+        return value
 
 
 StageType = Literal["txt2txt", "txt2img", "img2img"]
@@ -96,6 +135,48 @@ def stage_types_document() -> list[dict[str, Any]]:
         }
         for name, model in PARAMETER_MODELS.items()
     ]
+
+
+def models_document(models: dict[str, ModelSource], default_models: dict[str, str]) -> list[dict[str, Any]]:
+    """What `GET /models` answers: the deployment's models by name, each with its family and stage types."""
+    defaults = set(default_models.values())
+    return [
+        {
+            "name": name,
+            "kind": source.kind,
+            "family": source.family,
+            "stageTypes": list(family_named(source.family).stage_types),
+            "default": name in defaults,
+            "loras": sorted(source.loras),
+        }
+        for name, source in sorted(models.items())
+    ]
+
+
+def family_problems(
+    stage_type: str, parameters: dict[str, Any], models: dict[str, ModelSource], default_models: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(parameter, message) for what the stage's model cannot do: another stage type, a parameter its family
+    does not support, `system` without a chat template. `parameters` are camelCase; an unknown model is the
+    caller's to report (nothing is said here)."""
+    name = parameters.get("model") or default_models.get(stage_type)
+    source = models.get(name) if name else None
+    if source is None:
+        return []
+    family = family_named(source.family)
+    if stage_type not in family.stage_types:
+        return [("model", f"model {name!r} ({family.name}) does not serve {stage_type} stages")]
+    problems = [
+        (parameter, f"model {name!r} ({family.name}) does not support {parameter}")
+        for parameter in unsupported_parameters(family.name, stage_type, parameters)
+    ]
+    if parameters.get("system") is not None and not source.chat:
+        problems.append(("system", f"model {name!r} has no chat template, so no system prompt"))
+    unknown = sorted({lora["name"] for lora in parameters.get("loras") or []} - set(source.loras))
+    if unknown:
+        offered = ", ".join(sorted(source.loras)) or "none"
+        problems.append(("loras", f"model {name!r} has no LoRA {', '.join(unknown)} (it has: {offered})"))
+    return problems
 
 
 def template_variables(text: str) -> set[str]:

@@ -38,6 +38,7 @@ from shared.stages import (
     ResultManifest,
     StageDefinition,
     execution_prefix,
+    family_problems,
     manifest_key,
     parameters_to_wire,
     parse_parameters,
@@ -252,6 +253,10 @@ def _resolve_stage(
         return None
     if settings.models and params.model is not None and params.model not in settings.models:
         problems.add(["body", "parameters", index, "model"], f"unknown model; one of {sorted(settings.models)}")
+    for name, message in family_problems(
+        stage.type, parameters_to_wire(params), settings.models, settings.default_models
+    ):
+        problems.add(["body", "parameters", index, name], message)  # API.md, "Models"
     inline = stage.inline
     return ResolvedStage(
         index=index,

@@ -21,7 +21,15 @@ from shared.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFai
 from shared.messages import utc_now_iso
 from shared.models import PipelineRecord, RatingRecord, UserRecord
 from shared.settings import Settings
-from shared.stages import PREVIOUS, PROMPT_MAX_BYTES, StageDefinition, parse_parameters, template_variables
+from shared.stages import (
+    PREVIOUS,
+    PROMPT_MAX_BYTES,
+    StageDefinition,
+    family_problems,
+    parameters_to_wire,
+    parse_parameters,
+    template_variables,
+)
 from shared.storage import BlobStore, S3Uri
 
 RATING_RETRIES = 3
@@ -71,6 +79,10 @@ def _stage_problems(index: int, stage: StageDefinition, user_id: str, deps: Pipe
     models = deps.settings.models
     if params is not None and params.model and models and params.model not in models:
         problem(["parameters", "model"], f"unknown model; this deployment has: {', '.join(sorted(models))}")
+    if params is not None:  # what the model's family cannot do (API.md, "Models")
+        wire = parameters_to_wire(params)
+        for name, message in family_problems(stage.type, wire, models, deps.settings.default_models):
+            problem(["parameters", name], message)
     if stage.inline:
         if len(stage.body.encode()) > PROMPT_MAX_BYTES:
             problem(["body"], f"an inline prompt is at most {PROMPT_MAX_BYTES} bytes")

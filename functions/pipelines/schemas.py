@@ -81,3 +81,18 @@ class StageType(_Api):
 
 class StageTypes(_Api):
     items: list[StageType]
+
+
+class ModelInfo(_Api):
+    """A model this deployment serves (API.md, "Models"); the `model` parameter takes its `name`."""
+
+    name: str
+    kind: str
+    family: str
+    stage_types: list[str] = Field(alias="stageTypes")
+    default: bool
+    loras: list[str]
+
+
+class ModelList(_Api):
+    items: list[ModelInfo]
