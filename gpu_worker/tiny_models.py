@@ -3,10 +3,11 @@
 `python -m gpu_worker.tiny_models --out DIR` writes DIR/tiny-sd (a Stable Diffusion pipeline: UNet, VAE, CLIP
 text encoder and a byte-level CLIP tokenizer built in memory), DIR/tiny-gpt2 (a GPT-2 causal LM with a BPE
 tokenizer trained on a small built-in corpus), DIR/tiny-sdxl (SDXL's architecture: two text encoders, size
-conditioning), DIR/tiny-sd3 (SD3's MMDiT transformer and flow matching, without the optional T5 encoder) and
-DIR/tiny-chat (tiny-gpt2 with a chat template, an "instruct" model) and DIR/tiny-sd-lora (a LoRA adapter
-for tiny-sd, which serves it as "ink-style"). They load through the same code as real models
-(`from_pretrained(dir, local_files_only=True)`). Weights come from fixed seeds, so the files are reproducible.
+conditioning), DIR/tiny-sd3 (SD3's MMDiT transformer and flow matching, without the optional T5 encoder),
+DIR/tiny-flux (FLUX.1's transformer with CLIP and T5 encoders), DIR/tiny-chat (tiny-gpt2 with a chat
+template, an "instruct" model) and DIR/tiny-sd-lora (a LoRA adapter for tiny-sd, served as its "ink-style").
+They load through the same code as real models (`from_pretrained(dir, local_files_only=True)`). Weights come
+from fixed seeds, so the files are reproducible.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ TINY_SD = "tiny-sd"
 TINY_GPT2 = "tiny-gpt2"
 TINY_SDXL = "tiny-sdxl"
 TINY_SD3 = "tiny-sd3"
+TINY_FLUX = "tiny-flux"
 TINY_CHAT = "tiny-chat"  # tiny-gpt2's weights with a chat template on its tokenizer
 TINY_LORA = "tiny-sd-lora"  # a LoRA adapter for tiny-sd's UNet, served as tiny-sd's "ink-style"
 TINY_LORA_NAME = "ink-style"
@@ -257,6 +259,60 @@ def build_tiny_sd3(out: Path) -> None:
     pipeline.save_pretrained(out, safe_serialization=True)
 
 
+def _t5_tokenizer() -> Any:
+    """A T5 tokenizer (SentencePiece-style Unigram over single characters) built in memory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import T5Tokenizer
+
+    symbols = "▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-()"
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(symbol, -1.0) for symbol in symbols]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    special = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
+    return T5Tokenizer(tokenizer_object=tokenizer, extra_ids=0, model_max_length=512, **special)
+
+
+def build_tiny_flux(out: Path) -> None:
+    """FLUX.1's shape in miniature: a double- and single-stream transformer, a CLIP and a T5 text encoder."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels, packed 2x2
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,  # T5's width
+        pooled_projection_dim=32,  # CLIP's pooled output
+        axes_dims_rope=(4, 4, 8),
+    )
+    clip_tokenizer, t5_tokenizer = _clip_tokenizer(), _t5_tokenizer()
+    t5 = T5Config(
+        vocab_size=len(t5_tokenizer),
+        d_model=32,
+        d_ff=37,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    pipeline: Any = FluxPipeline(
+        transformer=transformer,
+        vae=_tiny_vae(shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=CLIPTextModel(_clip_text_config(clip_tokenizer)),
+        tokenizer=clip_tokenizer,
+        text_encoder_2=T5EncoderModel(t5),
+        tokenizer_2=t5_tokenizer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+    pipeline.save_pretrained(out, safe_serialization=True)
+
+
 # A ChatML-style template: what instruct models' tokenizers carry in tokenizer_config.json.
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -304,6 +360,7 @@ def _builders(models_dir: Path) -> dict[str, tuple[str, Any]]:
         TINY_GPT2: ("config.json", build_tiny_gpt2),
         TINY_SDXL: ("model_index.json", build_tiny_sdxl),
         TINY_SD3: ("model_index.json", build_tiny_sd3),
+        TINY_FLUX: ("model_index.json", build_tiny_flux),
         TINY_CHAT: ("tokenizer_config.json", lambda out: build_tiny_chat(out, models_dir / TINY_GPT2)),
         TINY_LORA: ("pytorch_lora_weights.safetensors", lambda out: build_tiny_lora(out, models_dir / TINY_SD)),
     }
@@ -331,6 +388,7 @@ def local_models_env(models_dir: Path | str) -> dict[str, str]:
         TINY_GPT2: {"kind": "causal-lm", "source": str(root / TINY_GPT2)},
         TINY_SDXL: {"kind": "diffusers", "family": "sdxl", "source": str(root / TINY_SDXL)},
         TINY_SD3: {"kind": "diffusers", "family": "sd3", "source": str(root / TINY_SD3)},
+        TINY_FLUX: {"kind": "diffusers", "family": "flux", "source": str(root / TINY_FLUX)},
         TINY_CHAT: {"kind": "causal-lm", "chat": True, "source": str(root / TINY_CHAT)},
     }
     defaults = {"txt2img": TINY_SD, "img2img": TINY_SD, "txt2txt": TINY_GPT2}

@@ -1,5 +1,5 @@
-"""Every tiny model family through the real worker on moto (API.md, "Models"): SDXL and SD3 for txt2img and
-img2img (sharing weights), an instruct LM with a system prompt, a LoRA on tiny-sd; `GET /models`; family rules
+"""Every tiny model family through the real worker on moto (API.md, "Models"): SDXL, SD3 and FLUX for txt2img
+and img2img (sharing weights), an instruct LM with a system prompt, a LoRA on tiny-sd; `GET /models`; family rules
 rejected with 422."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from gpu_worker.tiny_models import TINY_CHAT, TINY_GPT2, TINY_LORA_NAME, TINY_SD, TINY_SD3, TINY_SDXL
+from gpu_worker.tiny_models import TINY_CHAT, TINY_FLUX, TINY_GPT2, TINY_LORA_NAME, TINY_SD, TINY_SD3, TINY_SDXL
 from local.consumers import QueueConsumers
 from shared.settings import Settings
 from tests.integration.executions_support import api_event, call_api, lambda_context, make_pipeline, new_id, submit
@@ -33,6 +33,11 @@ SDXL_CHAIN = [
 SD3_CHAIN = [
     _stage("txt2img", "a lighthouse", model=TINY_SD3, steps=2, width=64, height=64, negativePrompt="fog"),
     _stage("img2img", "at night", model=TINY_SD3, steps=2, strength=0.5),
+]
+
+FLUX_CHAIN = [
+    _stage("txt2img", "a garden", model=TINY_FLUX, steps=2, width=64, height=96, guidanceScale=3.5),
+    _stage("img2img", "in autumn", model=TINY_FLUX, steps=2, strength=0.5),
 ]
 
 
@@ -57,12 +62,13 @@ def test_an_execution_runs_on_each_tiny_family(env: Settings, consumers: QueueCo
     user = new_id()
     sdxl = start(make_pipeline(env, SDXL_CHAIN), user)
     sd3 = start(make_pipeline(env, SD3_CHAIN), user)
+    flux = start(make_pipeline(env, FLUX_CHAIN), user)
     with RunningWorker(env):
-        done_sdxl, done_sd3 = wait_final(sdxl, 240), wait_final(sd3, 240)
-    assert done_sdxl.status == "SUCCEEDED", done_sdxl.error
-    assert done_sd3.status == "SUCCEEDED", done_sd3.error
+        finals = [wait_final(execution_id, 240) for execution_id in (sdxl, sd3, flux)]
+    assert [done.status for done in finals] == ["SUCCEEDED"] * 3, [done.error for done in finals]
     assert _outputs(user, sdxl) == [(0, "text", None), (1, "image", (64, 96)), (2, "image", (64, 96))]
     assert _outputs(user, sd3) == [(0, "image", (64, 64)), (1, "image", (64, 64))]
+    assert _outputs(user, flux) == [(0, "image", (64, 96)), (1, "image", (64, 96))]
 
 
 def _image_bytes(user: str, execution_id: str) -> bytes:
@@ -98,6 +104,7 @@ def test_get_models_lists_each_family_served(env: Settings) -> None:  # noqa: F8
     assert families[TINY_SD] == ("sd15", ["txt2img", "img2img"], True)
     assert families[TINY_SDXL] == ("sdxl", ["txt2img", "img2img"], False)
     assert families[TINY_SD3] == ("sd3", ["txt2img", "img2img"], False)
+    assert families[TINY_FLUX] == ("flux", ["txt2img", "img2img"], False)
     assert families[TINY_GPT2] == ("causal-lm", ["txt2txt"], True)
     assert families[TINY_CHAT][0] == "causal-lm"
     assert {item["name"]: item["loras"] for item in body["items"]}[TINY_SD] == [TINY_LORA_NAME]
@@ -107,6 +114,7 @@ def test_get_models_lists_each_family_served(env: Settings) -> None:  # noqa: F8
     ("stage", "parameter"),
     [
         (_stage("txt2img", "x", model=TINY_SD3, scheduler="DDIMScheduler"), "scheduler"),
+        (_stage("txt2img", "x", model=TINY_FLUX, negativePrompt="blurry"), "negativePrompt"),
         (_stage("txt2txt", "x", model=TINY_GPT2, system="be brief"), "system"),
         (_stage("txt2txt", "x", model=TINY_SDXL), "model"),
         (_stage("txt2img", "x", model=TINY_SDXL, loras=[{"name": TINY_LORA_NAME, "scale": 1}]), "loras"),
