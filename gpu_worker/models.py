@@ -17,7 +17,7 @@ import torch
 
 from gpu_worker.loras import LoraSet, activate, load_adapter, lora_set
 from shared.errors import BadInput
-from shared.families import family_of_pipeline_class
+from shared.families import family_of_pipeline_class, memory_warning
 from shared.settings import ModelSource, Settings
 from shared.storage import BlobStore, S3Uri
 
@@ -126,6 +126,8 @@ class ModelRegistry:
         # SD 1.x/2.x checkpoints may name a safety checker; the service does not run one.
         extra = {"safety_checker": None, "requires_safety_checker": False} if family == "sd15" else {}
         extra |= absent_components(source)
+        if self.device == "cuda" and (warning := memory_warning(family, torch.cuda.mem_get_info()[0])):
+            log.warning("loading model %s: %s", name, warning)
         pipeline = AutoPipelineForText2Image.from_pretrained(source, dtype=self.dtype, local_files_only=local, **extra)
         check_family(name, family, type(pipeline).__name__)
         pipeline.set_progress_bar_config(disable=True)

@@ -3,7 +3,8 @@
 A family decides which stage types a model serves, which diffusers pipeline classes load it (names only:
 this module imports neither torch nor diffusers, so the Lambda functions can validate with it), which stage
 parameters it does not support (a pipeline using one is rejected with 422 at validation, not failed at run
-time), which extra parameters go into the batch key, and a rough memory hint for capacity planning.
+time), and a rough memory hint (the worker warns when a GPU has less free). Batch keys need nothing per
+family: they include the model (hence its family) and the LoRA set.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ class Family:
     pipelines: dict[str, str] = field(default_factory=dict)
     # camelCase stage parameters this family cannot honour
     unsupported: frozenset[str] = frozenset()
-    # parameters beyond the stage type's own that must be equal within a batch
-    batch_key_parameters: tuple[str, ...] = ()
     # fp16/bf16 weights and activations at the family's native size, batch 1 (GiB, rough)
     memory_gib: float = 0.0
     description: str = ""
@@ -103,3 +102,12 @@ def unsupported_parameters(family: str, stage_type: str, parameters: dict[str, A
     if stage_type not in rules.stage_types:
         return []  # a stage type the family does not serve at all is reported by the caller
     return sorted(name for name in rules.unsupported if parameters.get(name) is not None)
+
+
+def memory_warning(family: str, free_bytes: int) -> str | None:
+    """A warning when a device's free memory is below the family's hint (the load may then run out of memory)."""
+    needed = family_named(family).memory_gib
+    free_gib = free_bytes / 2**30
+    if needed and free_gib < needed:
+        return f"{free_gib:.1f} GiB free on the device; a {family} model typically needs about {needed:g} GiB"
+    return None

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from gpu_worker.families import call_arguments
 from gpu_worker.stages import StageItem, batch_key
-from shared.families import FAMILIES, family_of_pipeline_class, unsupported_parameters
+from shared.families import FAMILIES, family_of_pipeline_class, memory_warning, unsupported_parameters
 from shared.settings import ModelSource
 from shared.stages import Txt2ImgParameters, Txt2TxtParameters, family_problems, models_document
 
@@ -137,3 +137,11 @@ def test_loras_must_be_the_models_own_distinct_and_at_most_four() -> None:
         Txt2ImgParameters.model_validate({"loras": [{"name": f"l{i}"} for i in range(5)]})
     with pytest.raises(ValidationError):
         Txt2ImgParameters.model_validate({"loras": [{"name": "ink", "scale": 2.5}]})
+
+
+def test_a_device_with_less_free_memory_than_the_family_needs_is_warned_about() -> None:
+    assert memory_warning("flux", 24 * 2**30) == (
+        "24.0 GiB free on the device; a flux model typically needs about 33 GiB"
+    )
+    assert memory_warning("sd15", 24 * 2**30) is None
+    assert memory_warning("causal-lm", 0) is None  # no hint: a causal LM's size varies too much
