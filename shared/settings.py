@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationErr
 
 from shared import resources as res
 from shared.families import DEFAULT_FAMILY_OF_KIND, family_named
+from shared.stages import check_model_defaults
 
 _MiB = 1024 * 1024
 
@@ -34,6 +35,9 @@ class ModelSource(BaseModel):
     loras: dict[str, str] = Field(default_factory=dict)
     # causal-lm only: an instruct model whose tokenizer has a chat template (enables the `system` parameter)
     chat: bool = False
+    # Stage parameter defaults for this model (camelCase), used where a stage does not set them: e.g. SDXL's
+    # 1024x1024 or FLUX.1-dev's guidanceScale 3.5 instead of the stage types' SD 1.5-shaped defaults.
+    defaults: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _default_family(self) -> ModelSource:
@@ -41,6 +45,7 @@ class ModelSource(BaseModel):
             object.__setattr__(self, "family", DEFAULT_FAMILY_OF_KIND[self.kind])
         if family_named(self.family).kind != self.kind:
             raise ValueError(f"family {self.family!r} is not a {self.kind} family")
+        check_model_defaults(self.family, self.defaults)
         return self
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.families import family_named, unsupported_parameters
 
@@ -148,9 +148,41 @@ def models_document(models: dict[str, ModelSource], default_models: dict[str, st
             "stageTypes": list(family_named(source.family).stage_types),
             "default": name in defaults,
             "loras": sorted(source.loras),
+            "defaults": source.defaults,
         }
         for name, source in sorted(models.items())
     ]
+
+
+def _parameter_names(stage_type: str) -> set[str]:
+    return {field.alias or name for name, field in PARAMETER_MODELS[stage_type].model_fields.items()}
+
+
+def check_model_defaults(family: str, defaults: dict[str, Any]) -> None:
+    """A model's parameter defaults must be valid parameters of a stage type its family serves (else ValueError)."""
+    stage_types = family_named(family).stage_types
+    known = set().union(*(_parameter_names(stage_type) for stage_type in stage_types))
+    unknown = sorted(set(defaults) - known - {"model"})
+    if unknown:
+        raise ValueError(f"defaults {unknown} are not parameters of {'/'.join(stage_types)} stages")
+    for stage_type in stage_types:
+        names = _parameter_names(stage_type)
+        try:
+            parse_parameters(stage_type, {key: value for key, value in defaults.items() if key in names})
+        except ValidationError as exc:
+            raise ValueError(f"defaults for {stage_type}: {exc}") from None
+
+
+def with_model_defaults(
+    stage_type: str, parameters: dict[str, Any], models: dict[str, ModelSource], default_models: dict[str, str]
+) -> dict[str, Any]:
+    """`parameters` (camelCase, not yet validated) under the defaults of the model they name (or the default)."""
+    name = parameters.get("model") or default_models.get(stage_type)
+    source = models.get(name) if isinstance(name, str) else None
+    if source is None or not source.defaults:
+        return parameters
+    names = _parameter_names(stage_type)
+    return {**{key: value for key, value in source.defaults.items() if key in names}, **parameters}
 
 
 def family_problems(

@@ -44,6 +44,7 @@ from shared.stages import (
     parse_parameters,
     request_key,
     template_variables,
+    with_model_defaults,
 )
 from shared.storage import BlobStore, S3Uri
 
@@ -245,7 +246,10 @@ def _resolve_stage(
     index: int, stage: StageDefinition, override: dict[str, Any], settings: Settings, problems: _Problems
 ) -> ResolvedStage | None:
     try:
-        params = parse_parameters(stage.type, {**stage.parameters, **override})
+        asked = with_model_defaults(
+            stage.type, {**stage.parameters, **override}, settings.models, settings.default_models
+        )
+        params = parse_parameters(stage.type, asked)
     except ValidationError as exc:
         for err in exc.errors():
             loc = ["body", "parameters", index, *err["loc"]]

@@ -92,6 +92,7 @@ class ModelInfo(_Api):
     stage_types: list[str] = Field(alias="stageTypes")
     default: bool
     loras: list[str]
+    defaults: dict[str, Any] = Field(default_factory=dict, description="Parameter defaults of this model")
 
 
 class ModelList(_Api):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from typing import Any
 
 import httpx
@@ -14,7 +15,9 @@ from PIL import Image
 
 from gpu_worker.tiny_models import TINY_CHAT, TINY_FLUX, TINY_GPT2, TINY_LORA_NAME, TINY_SD, TINY_SD3, TINY_SDXL
 from local.consumers import QueueConsumers
-from shared.settings import Settings
+from shared.aws import client
+from shared.settings import Settings, get_settings
+from shared.stages import request_key
 from tests.integration.executions_support import api_event, call_api, lambda_context, make_pipeline, new_id, submit
 from tests.integration.test_worker import RunningWorker, consumers, env, start, wait_final  # noqa: F401
 
@@ -128,3 +131,18 @@ def test_a_parameter_the_family_cannot_take_is_422_at_submission(
     status, body = submit(make_pipeline(env, [stage]), new_id(), {})
     assert status == 422, body
     assert [problem["loc"][-1] for problem in body["details"]] == [parameter]
+
+
+def test_a_models_defaults_fill_the_parameters_a_stage_leaves_out(
+    env: Settings,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    models = json.loads(os.environ["MODELS"])
+    models[TINY_SDXL]["defaults"] = {"width": 128, "height": 128, "guidanceScale": 5.0}
+    monkeypatch.setenv("MODELS", json.dumps(models))
+    get_settings.cache_clear()
+    pipeline = make_pipeline(env, [_stage("txt2img", "x", model=TINY_SDXL, height=64)])
+    execution_id = start(pipeline, new_id())
+    request = client("s3", env).get_object(Bucket=env.results_bucket, Key=request_key(execution_id))
+    parameters = json.loads(request["Body"].read())["stages"][0]["parameters"]
+    assert (parameters["width"], parameters["height"], parameters["guidanceScale"]) == (128, 64, 5.0)

@@ -12,7 +12,13 @@ from gpu_worker.families import call_arguments
 from gpu_worker.stages import StageItem, batch_key
 from shared.families import FAMILIES, family_of_pipeline_class, memory_warning, unsupported_parameters
 from shared.settings import ModelSource
-from shared.stages import Txt2ImgParameters, Txt2TxtParameters, family_problems, models_document
+from shared.stages import (
+    Txt2ImgParameters,
+    Txt2TxtParameters,
+    family_problems,
+    models_document,
+    with_model_defaults,
+)
 
 MODELS = {
     "sd": ModelSource(kind="diffusers", source="/m/sd"),
@@ -86,6 +92,7 @@ def test_the_models_document_lists_families_stage_types_defaults_and_loras() -> 
         "stageTypes": ["txt2img", "img2img"],
         "default": False,
         "loras": ["clay", "ink"],
+        "defaults": {},
     }
     assert document["sd"]["default"]
     assert document["lm"]["default"]
@@ -145,3 +152,21 @@ def test_a_device_with_less_free_memory_than_the_family_needs_is_warned_about() 
     )
     assert memory_warning("sd15", 24 * 2**30) is None
     assert memory_warning("causal-lm", 0) is None  # no hint: a causal LM's size varies too much
+
+
+def test_a_models_defaults_fill_what_a_stage_does_not_set() -> None:
+    flux = ModelSource(kind="diffusers", family="flux", source="/m", defaults={"guidanceScale": 3.5, "width": 1024})
+    models = {**MODELS, "flux": flux}
+    asked = {"model": "flux", "width": 512}
+    assert with_model_defaults("txt2img", asked, models, DEFAULTS) == {"guidanceScale": 3.5, "width": 512, **asked}
+    assert with_model_defaults("img2img", asked, models, DEFAULTS) == {"guidanceScale": 3.5, **asked}  # no width
+    assert with_model_defaults("txt2img", {"width": 64}, models, DEFAULTS) == {"width": 64}  # sd: no defaults
+    assert with_model_defaults("txt2img", {"model": ["x"]}, models, DEFAULTS) == {"model": ["x"]}  # left to 422
+
+
+def test_a_models_defaults_must_be_valid_parameters_of_its_family() -> None:
+    with pytest.raises(ValidationError, match="not parameters of txt2img/img2img"):
+        ModelSource(kind="diffusers", source="/m", defaults={"maxNewTokens": 8})
+    with pytest.raises(ValidationError, match="defaults for txt2img"):
+        ModelSource(kind="diffusers", source="/m", defaults={"width": 1004})  # not a multiple of 8
+    assert ModelSource(kind="causal-lm", source="/m", defaults={"temperature": 0.2}).defaults == {"temperature": 0.2}
