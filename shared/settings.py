@@ -40,7 +40,7 @@ class ModelSource(BaseModel):
     defaults: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _default_family(self) -> ModelSource:
+    def _check_family_and_defaults(self) -> ModelSource:
         if not self.family:
             object.__setattr__(self, "family", DEFAULT_FAMILY_OF_KIND[self.kind])
         if family_named(self.family).kind != self.kind:

@@ -161,8 +161,8 @@ def _parameter_names(stage_type: str) -> set[str]:
 def check_model_defaults(family: str, defaults: dict[str, Any]) -> None:
     """A model's parameter defaults must be valid parameters of a stage type its family serves (else ValueError)."""
     stage_types = family_named(family).stage_types
-    known = set().union(*(_parameter_names(stage_type) for stage_type in stage_types))
-    unknown = sorted(set(defaults) - known - {"model"})
+    known = set().union(*(_parameter_names(stage_type) for stage_type in stage_types)) - {"model"}
+    unknown = sorted(set(defaults) - known)
     if unknown:
         raise ValueError(f"defaults {unknown} are not parameters of {'/'.join(stage_types)} stages")
     for stage_type in stage_types:

@@ -167,6 +167,8 @@ def test_a_models_defaults_fill_what_a_stage_does_not_set() -> None:
 def test_a_models_defaults_must_be_valid_parameters_of_its_family() -> None:
     with pytest.raises(ValidationError, match="not parameters of txt2img/img2img"):
         ModelSource(kind="diffusers", source="/m", defaults={"maxNewTokens": 8})
+    with pytest.raises(ValidationError, match="not parameters"):
+        ModelSource(kind="diffusers", source="/m", defaults={"model": "other"})
     with pytest.raises(ValidationError, match="defaults for txt2img"):
         ModelSource(kind="diffusers", source="/m", defaults={"width": 1004})  # not a multiple of 8
     assert ModelSource(kind="causal-lm", source="/m", defaults={"temperature": 0.2}).defaults == {"temperature": 0.2}
