@@ -71,3 +71,6 @@ ROUTES = (
     Route("POST", "/users/me/webhook-secret", "webhooks"),
     Route("GET", "/executions/{executionId}/webhook-deliveries", "webhooks"),
 )
+
+# Models (API.md, "Models"): what the deployment serves, beside the stage types.
+ROUTES = (*ROUTES, Route("GET", "/models", "pipelines"))

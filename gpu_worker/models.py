@@ -7,6 +7,7 @@ channels-last UNet, optional torch.compile; on CPU: float32. Everything runs und
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any
 
 import torch
 
+from gpu_worker.loras import LoraSet, activate, load_adapter, lora_set
 from shared.errors import BadInput
+from shared.families import family_of_pipeline_class, memory_warning
 from shared.settings import ModelSource, WorkerSettings
 from shared.storage import BlobStore, S3Uri
 
@@ -35,6 +38,8 @@ class ModelRegistry:
         self._blobs = blobs
         self._loaded: dict[tuple[str, str], Any] = {}
         self._lock = threading.RLock()  # img2img builds on the cached txt2img pipeline
+        self._loras_loaded: dict[str, set[str]] = {}  # model -> adapters loaded into its (shared) modules
+        self._loras_active: dict[str, LoraSet] = {}  # model -> the adapter set its modules run with now
 
     def _source(self, name: str, kind: str) -> str:
         spec: ModelSource = self.settings.models[name]
@@ -70,40 +75,73 @@ class ModelRegistry:
         return self._cached(("txt2img", name), lambda: self._load_diffusion(name))
 
     def img2img(self, name: str) -> Any:
-        """An image-to-image pipeline sharing the text-to-image pipeline's weights."""
-        from diffusers import StableDiffusionImg2ImgPipeline
+        """An image-to-image pipeline of the model's family sharing the text-to-image pipeline's weights."""
+        from diffusers import AutoPipelineForImage2Image
 
         def build() -> Any:
-            components = dict(self.diffusion(name).components)
-            components.setdefault("requires_safety_checker", False)
-            pipeline = StableDiffusionImg2ImgPipeline(**components)
+            pipeline = AutoPipelineForImage2Image.from_pipe(self.diffusion(name))
             pipeline.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]  # a DiffusionPipeline method
             return pipeline
 
         return self._cached(("img2img", name), build)
+
+    def use_loras(self, name: str, pipeline: Any, loras: list[dict[str, Any]] | None) -> None:
+        """Run `name`'s next call with exactly these LoRA adapters (loaded on first use, then switched).
+
+        txt2img and img2img pipelines of a model share their modules, so the adapter state is per model."""
+        wanted = lora_set(loras)
+        with self._lock:
+            if self._loras_active.get(name, ()) == wanted:
+                return
+            loaded = self._loras_loaded.setdefault(name, set())
+            if not loaded and not wanted:
+                return  # never had an adapter
+            for adapter, _ in wanted:
+                if adapter not in loaded:
+                    load_adapter(pipeline, self._lora_path(name, adapter), adapter)
+                    loaded.add(adapter)
+            activate(pipeline, wanted)
+            self._loras_active[name] = wanted
+
+    def _lora_path(self, name: str, adapter: str) -> Path:
+        try:
+            source = self.settings.models[name].loras[adapter]
+        except KeyError:
+            raise BadInput(f"model {name!r} has no LoRA {adapter!r}") from None
+        if source.startswith("s3://"):
+            return self._download(f"loras/{name}/{adapter}", S3Uri.parse(source))
+        return Path(source)
+
+    def family(self, name: str) -> str:
+        """The model's family (shared.families), as configured and checked against its weights at load."""
+        return self.settings.models[name].family
 
     def causal_lm(self, name: str) -> tuple[Any, Any]:
         """(model, tokenizer) of `name`, the tokenizer padding on the left for batched generation."""
         return self._cached(("txt2txt", name), lambda: self._load_causal_lm(name))  # type: ignore[no-any-return]
 
     def _load_diffusion(self, name: str) -> Any:
-        from diffusers import StableDiffusionPipeline
+        """Any family's text-to-image pipeline: diffusers picks the class from the weights' model_index.json."""
+        from diffusers import AutoPipelineForText2Image
 
         source = self._source(name, "diffusers")
         local = Path(source).exists()
-        pipeline = StableDiffusionPipeline.from_pretrained(
-            source,
-            dtype=self.dtype,
-            safety_checker=None,
-            requires_safety_checker=False,
-            local_files_only=local,
-        )
+        family = self.family(name)
+        # SD 1.x/2.x checkpoints may name a safety checker; the service does not run one.
+        extra = {"safety_checker": None, "requires_safety_checker": False} if family == "sd15" else {}
+        extra |= absent_components(source)
+        if self.device == "cuda" and (warning := memory_warning(family, torch.cuda.mem_get_info()[0])):
+            log.warning("loading model %s: %s", name, warning)
+        pipeline = AutoPipelineForText2Image.from_pretrained(source, dtype=self.dtype, local_files_only=local, **extra)
+        check_family(name, family, type(pipeline).__name__)
         pipeline.set_progress_bar_config(disable=True)
         pipeline = pipeline.to(self.device)
         if self.device == "cuda":
-            pipeline.unet.to(memory_format=torch.channels_last)
+            denoiser = "unet" if hasattr(pipeline, "unet") else "transformer"
+            getattr(pipeline, denoiser).to(memory_format=torch.channels_last)
             if self.settings.torch_compile:
-                pipeline.unet = torch.compile(pipeline.unet, mode="max-autotune-no-cudagraphs")
+                compiled = torch.compile(getattr(pipeline, denoiser), mode="max-autotune-no-cudagraphs")
+                setattr(pipeline, denoiser, compiled)
         return pipeline
 
     def _load_causal_lm(self, name: str) -> tuple[Any, Any]:
@@ -132,6 +170,26 @@ class ModelRegistry:
                 runner.run([item], name, self, _SilentHooks())
             except Exception:
                 log.exception("warm-up of %s (%s) failed", name, stage_type)
+
+
+def absent_components(source: str) -> dict[str, None]:
+    """Components a saved pipeline left out (`[null, null]` in model_index.json, e.g. SD3 without its T5 encoder):
+    diffusers wants them passed as None explicitly."""
+    index = Path(source) / "model_index.json"
+    if not index.is_file():
+        return {}
+    entries = json.loads(index.read_text())
+    return {name: None for name, value in entries.items() if value == [None, None]}
+
+
+def check_family(name: str, family: str, pipeline_class: str) -> None:
+    """Refuse weights of another family than configured: its parameters were validated by the configured one."""
+    loaded = family_of_pipeline_class(pipeline_class)
+    if loaded != family:
+        raise RuntimeError(
+            f"model {name!r} is configured as family {family!r} but its weights load as {pipeline_class}"
+            f" (family {loaded or 'unknown'}); set its `family` in the deployment's models"
+        )
 
 
 class _SilentHooks:

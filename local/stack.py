@@ -56,9 +56,9 @@ def patched_environment(values: dict[str, str]) -> Iterator[None]:
 
 def models_environment(models_dir: Path) -> dict[str, str]:
     """MODELS and DEFAULT_MODELS for the tiny offline models, building them first if they are missing."""
-    from gpu_worker.tiny_models import local_models_env
+    from gpu_worker.tiny_models import local_models_env, missing_tiny_models
 
-    if not (models_dir / "tiny-sd" / "model_index.json").exists():
+    if missing_tiny_models(models_dir):
         _log(f"generating the tiny offline models into {models_dir}")
         subprocess.run([sys.executable, "-m", "gpu_worker.tiny_models", "--out", str(models_dir)], check=True)
     return local_models_env(models_dir)

@@ -34,6 +34,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared import resources as res
+from shared.families import DEFAULT_FAMILY_OF_KIND, family_named
+from shared.stages import check_model_defaults
 
 _MiB = 1024 * 1024
 _environment: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environment", default=None)
@@ -46,6 +48,25 @@ class ModelSource(BaseModel):
 
     kind: str = Field(pattern="^(diffusers|causal-lm)$")
     source: str  # "/abs/dir", "s3://bucket/prefix/", or "org/name"
+    # Model family (shared.families): decides pipeline classes and supported parameters; default per kind
+    # (diffusers: sd15, causal-lm: causal-lm). The worker checks it against the weights' model_index.json.
+    family: str = ""
+    # LoRA adapters usable with this model: name -> source (local .safetensors file or directory, or s3:// URI)
+    loras: dict[str, str] = Field(default_factory=dict)
+    # causal-lm only: an instruct model whose tokenizer has a chat template (enables the `system` parameter)
+    chat: bool = False
+    # Stage parameter defaults for this model (camelCase), used where a stage does not set them: e.g. SDXL's
+    # 1024x1024 or FLUX.1-dev's guidanceScale 3.5 instead of the stage types' SD 1.5-shaped defaults.
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_family_and_defaults(self) -> ModelSource:
+        if not self.family:
+            object.__setattr__(self, "family", DEFAULT_FAMILY_OF_KIND[self.kind])
+        if family_named(self.family).kind != self.kind:
+            raise ValueError(f"family {self.family!r} is not a {self.kind} family")
+        check_model_defaults(self.family, self.defaults)
+        return self
 
 
 class _Environment(EnvSettingsSource):

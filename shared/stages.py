@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from shared.families import family_named, unsupported_parameters
+
+if TYPE_CHECKING:  # the settings are read on first use, not at a handler's import
+    from shared.settings import ModelSource
 
 PROMPT_MAX_BYTES = 16 * 1024
+SYSTEM_PROMPT_MAX_BYTES = 4 * 1024
 MAX_STAGES = 16
 TEMPLATE_PATTERN = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 PREVIOUS = "previous"
@@ -64,6 +70,24 @@ def _multiple_of_8(value: int) -> int:
     return value
 
 
+MAX_LORAS = 4
+
+
+class LoraRef(BaseModel):
+    """A LoRA adapter to apply: one of the model's configured `loras` (GET /models), at `scale`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    scale: float = Field(default=1.0, ge=0, le=2)
+
+
+def _distinct_loras(value: list[LoraRef] | None) -> list[LoraRef] | None:
+    if value is not None and len({lora.name for lora in value}) != len(value):
+        raise ValueError("each LoRA at most once")
+    return value
+
+
 class Txt2ImgParameters(_Params):
     steps: Int = Field(default=25, ge=1, le=150)
     guidance_scale: Float = Field(default=7.5, ge=0, le=30, alias="guidanceScale")
@@ -72,8 +96,10 @@ class Txt2ImgParameters(_Params):
     negative_prompt: str | None = Field(default=None, max_length=PROMPT_MAX_BYTES, alias="negativePrompt")
     scheduler: SchedulerName | None = Field(default=None, description="Diffusers scheduler class name")
     num_images: Int = Field(default=1, ge=1, le=4, alias="numImages")
+    loras: list[LoraRef] | None = Field(default=None, max_length=MAX_LORAS, description="LoRA adapters to apply")
 
     _check_size = field_validator("width", "height")(_multiple_of_8)
+    _check_loras = field_validator("loras")(_distinct_loras)
 
 
 class Img2ImgParameters(_Params):
@@ -81,12 +107,25 @@ class Img2ImgParameters(_Params):
     steps: Int = Field(default=25, ge=1, le=150)
     guidance_scale: Float = Field(default=7.5, ge=0, le=30, alias="guidanceScale")
     negative_prompt: str | None = Field(default=None, max_length=PROMPT_MAX_BYTES, alias="negativePrompt")
+    loras: list[LoraRef] | None = Field(default=None, max_length=MAX_LORAS, description="LoRA adapters to apply")
+
+    _check_loras = field_validator("loras")(_distinct_loras)
 
 
 class Txt2TxtParameters(_Params):
     max_new_tokens: Int = Field(default=64, ge=1, le=2048, alias="maxNewTokens")
     temperature: Float = Field(default=0.7, ge=0, le=2)
     top_p: Float = Field(default=0.95, ge=0, le=1, alias="topP")
+    system: str | None = Field(
+        default=None, max_length=SYSTEM_PROMPT_MAX_BYTES, description="System prompt (models with a chat template)"
+    )
+
+    @field_validator("system")
+    @classmethod
+    def _system_bytes(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) > SYSTEM_PROMPT_MAX_BYTES:
+            raise ValueError(f"at most {SYSTEM_PROMPT_MAX_BYTES} bytes")
+        return value
 
 
 StageType = Literal["txt2txt", "txt2img", "img2img"]
@@ -125,6 +164,80 @@ def stage_types_document() -> list[dict[str, Any]]:
         }
         for name, model in PARAMETER_MODELS.items()
     ]
+
+
+def models_document(models: dict[str, ModelSource], default_models: dict[str, str]) -> list[dict[str, Any]]:
+    """What `GET /models` answers: the deployment's models by name, each with its family and stage types."""
+    defaults = set(default_models.values())
+    return [
+        {
+            "name": name,
+            "kind": source.kind,
+            "family": source.family,
+            "stageTypes": list(family_named(source.family).stage_types),
+            "default": name in defaults,
+            "loras": sorted(source.loras),
+            "defaults": source.defaults,
+        }
+        for name, source in sorted(models.items())
+    ]
+
+
+def _parameter_names(stage_type: str) -> set[str]:
+    return {field.alias or name for name, field in PARAMETER_MODELS[stage_type].model_fields.items()}
+
+
+def check_model_defaults(family: str, defaults: dict[str, Any]) -> None:
+    """A model's parameter defaults must be valid parameters of a stage type its family serves (else ValueError)."""
+    stage_types = family_named(family).stage_types
+    known = set().union(*(_parameter_names(stage_type) for stage_type in stage_types)) - {"model"}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise ValueError(f"defaults {unknown} are not parameters of {'/'.join(stage_types)} stages")
+    for stage_type in stage_types:
+        names = _parameter_names(stage_type)
+        try:
+            parse_parameters(stage_type, {key: value for key, value in defaults.items() if key in names})
+        except ValidationError as exc:
+            raise ValueError(f"defaults for {stage_type}: {exc}") from None
+
+
+def with_model_defaults(
+    stage_type: str, parameters: dict[str, Any], models: dict[str, ModelSource], default_models: dict[str, str]
+) -> dict[str, Any]:
+    """`parameters` (camelCase, not yet validated) under the defaults of the model they name (or the default)."""
+    name = parameters.get("model") or default_models.get(stage_type)
+    source = models.get(name) if isinstance(name, str) else None
+    if source is None or not source.defaults:
+        return parameters
+    names = _parameter_names(stage_type)
+    return {**{key: value for key, value in source.defaults.items() if key in names}, **parameters}
+
+
+def family_problems(
+    stage_type: str, parameters: dict[str, Any], models: dict[str, ModelSource], default_models: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(parameter, message) for what the stage's model cannot do: another stage type, a parameter its family
+    does not support, `system` without a chat template. `parameters` are camelCase; an unknown model is the
+    caller's to report (nothing is said here)."""
+    name = parameters.get("model") or default_models.get(stage_type)
+    source = models.get(name) if name else None
+    if source is None:
+        return []
+    family = family_named(source.family)
+    if stage_type not in family.stage_types:
+        return [("model", f"model {name!r} ({family.name}) does not serve {stage_type} stages")]
+    problems = [
+        (parameter, f"model {name!r} ({family.name}) does not support {parameter}")
+        for parameter in unsupported_parameters(family.name, stage_type, parameters)
+    ]
+    if parameters.get("system") is not None and not source.chat:
+        problems.append(("system", f"model {name!r} has no chat template, so no system prompt"))
+    unknown = sorted({lora["name"] for lora in parameters.get("loras") or []} - set(source.loras))
+    if unknown:
+        offered = ", ".join(sorted(source.loras)) or "none"
+        problems.append(("loras", f"model {name!r} has no LoRA {', '.join(unknown)} (it has: {offered})"))
+    return problems
 
 
 def template_variables(text: str) -> set[str]:

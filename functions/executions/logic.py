@@ -52,6 +52,7 @@ from shared.stages import (
     ResultManifest,
     StageDefinition,
     execution_prefix,
+    family_problems,
     manifest_key,
     parameters_to_wire,
     parse_parameters,
@@ -59,6 +60,7 @@ from shared.stages import (
     rendered_bytes,
     request_key,
     template_variables,
+    with_model_defaults,
 )
 from shared.storage import BlobStore, S3Uri
 from shared.uploads import UploadRefused, check_image, own_upload, read_prompt
@@ -282,7 +284,10 @@ def _resolve_stage(
     index: int, stage: StageDefinition, override: dict[str, Any], settings: Settings, problems: _Problems
 ) -> ResolvedStage | None:
     try:
-        params = parse_parameters(stage.type, {**stage.parameters, **override})
+        asked = with_model_defaults(
+            stage.type, {**stage.parameters, **override}, settings.models, settings.default_models
+        )
+        params = parse_parameters(stage.type, asked)
     except ValidationError as exc:
         for err in exc.errors():
             loc = ["body", "parameters", index, *err["loc"]]
@@ -290,6 +295,10 @@ def _resolve_stage(
         return None
     if settings.models and params.model is not None and params.model not in settings.models:
         problems.add(["body", "parameters", index, "model"], f"unknown model; one of {sorted(settings.models)}")
+    for name, message in family_problems(
+        stage.type, parameters_to_wire(params), settings.models, settings.default_models
+    ):
+        problems.add(["body", "parameters", index, name], message)  # API.md, "Models"
     inline = stage.inline
     return ResolvedStage(
         index=index,

@@ -32,6 +32,8 @@ from shared.stages import (
     PREVIOUS,
     PROMPT_MAX_BYTES,
     StageDefinition,
+    family_problems,
+    parameters_to_wire,
     parse_parameters,
     previous_problem,
     template_variables,
@@ -75,6 +77,10 @@ def _stage_problems(
     models = deps.settings.models
     if params is not None and params.model and models and params.model not in models:
         problem(["parameters", "model"], f"unknown model; this deployment has: {', '.join(sorted(models))}")
+    if params is not None:  # what the model's family cannot do (API.md, "Models")
+        wire = parameters_to_wire(params)
+        for name, why in family_problems(stage.type, wire, models, deps.settings.default_models):
+            problem(["parameters", name], why)
     prompt = _prompt(stage, user_id, deps, lambda message: problem(["body"], message))
     if prompt is not None and PREVIOUS in template_variables(prompt):
         message = previous_problem([s.type for s in stages], index)

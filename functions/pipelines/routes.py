@@ -18,6 +18,7 @@ from functions.openapi import responses
 from functions.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from functions.pipelines.schemas import (
     CreatePipeline,
+    ModelList,
     Pipeline,
     PipelinePage,
     PipelineSummary,
@@ -26,7 +27,7 @@ from functions.pipelines.schemas import (
     StageTypes,
 )
 from shared.aws import client
-from shared.stages import stage_types_document
+from shared.stages import models_document, stage_types_document
 
 if TYPE_CHECKING:
     from functions.pipelines.logic import PipelineDeps
@@ -61,6 +62,12 @@ def _page(items: list[PipelineSummary], next_cursor: str | None) -> Response[Pip
 @router.get("/stage-types", summary="Stage types and their parameters", responses=responses(200, "Stage types"))
 def stage_types() -> Response[StageTypes]:
     return _json(200, StageTypes.model_validate({"items": stage_types_document()}))
+
+
+@router.get("/models", summary="The models this deployment serves", responses=responses(200, "Models"))
+def models() -> Response[ModelList]:
+    settings = current_settings()
+    return _json(200, ModelList.model_validate({"items": models_document(settings.models, settings.default_models)}))
 
 
 @router.post("/pipelines", summary="Create a pipeline", responses=responses(201, "Created", 400))

@@ -81,3 +81,19 @@ class StageType(_Api):
 
 class StageTypes(_Api):
     items: list[StageType]
+
+
+class ModelInfo(_Api):
+    """A model this deployment serves (API.md, "Models"); the `model` parameter takes its `name`."""
+
+    name: str
+    kind: str
+    family: str
+    stage_types: list[str] = Field(alias="stageTypes")
+    default: bool
+    loras: list[str]
+    defaults: dict[str, Any] = Field(default_factory=dict, description="Parameter defaults of this model")
+
+
+class ModelList(_Api):
+    items: list[ModelInfo]

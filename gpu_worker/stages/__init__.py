@@ -11,6 +11,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gpu_worker.loras import lora_set
 from shared.errors import BadInput
 from shared.settings import WorkerSettings
 
@@ -61,6 +62,8 @@ def batch_key(stage_type: str, model: str, item: StageItem) -> Hashable:
     key: tuple[Any, ...] = (stage_type, model, *(params.get(name) for name in BATCH_KEY_PARAMETERS[stage_type]))
     if stage_type == "img2img":
         key += (getattr(item.image, "size", None),)  # one batch, one input size
+    if params.get("loras"):
+        key += (lora_set(params["loras"]),)  # one adapter set per model call
     if stage_type == "txt2txt" and params.get("temperature", 0) > 0 and params.get("seed") is not None:
         key += (params["seed"],)  # sampling shares one random stream: only equal seeds stay reproducible
     return key

@@ -1,9 +1,10 @@
-"""img2img: image to image with the Stable Diffusion img2img pipeline (sharing txt2img's weights)."""
+"""img2img: image to image with the model family's img2img pipeline (sharing txt2img's weights)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from gpu_worker.families import call_arguments
 from gpu_worker.stages import StageHooks, StageItem, StageOutput
 from gpu_worker.stages._torch import classified_failures, diffusion_step_callback, generators, negative_prompts, seed_of
 from shared.errors import BadInput
@@ -17,6 +18,7 @@ class ImageToImage:
         if any(item.image is None for item in items):
             raise BadInput("img2img needs an input image: the previous stage's, or variables.image")
         pipeline = registry.img2img(model)
+        registry.use_loras(model, pipeline, items[0].params.get("loras"))  # equal in a batch
         shared = items[0].params
         steps, strength = int(shared["steps"]), float(shared["strength"])
         if int(steps * strength) < 1:
@@ -32,6 +34,7 @@ class ImageToImage:
                 generator=generators([seed_of(item.params) for item in items]),
                 callback_on_step_end=diffusion_step_callback(hooks, max(1, int(steps * strength))),
                 output_type="pil",
+                **call_arguments(registry.family(model), "img2img", shared, items[0].image.size),
             )
         return [StageOutput(images=[image]) for image in result.images]
 

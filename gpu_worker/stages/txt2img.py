@@ -1,9 +1,10 @@
-"""txt2img: text to image with a Stable Diffusion pipeline, a batch of prompts in one call."""
+"""txt2img: text to image with the model family's diffusers pipeline, a batch of prompts in one call."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from gpu_worker.families import call_arguments
 from gpu_worker.stages import StageHooks, StageItem, StageOutput
 from gpu_worker.stages._torch import (
     classified_failures,
@@ -21,6 +22,7 @@ class TextToImage:
 
     def run(self, items: list[StageItem], model: str, registry: Any, hooks: StageHooks) -> list[StageOutput]:
         pipeline = registry.diffusion(model)
+        registry.use_loras(model, pipeline, items[0].params.get("loras"))  # equal in a batch
         shared = items[0].params  # the batch key makes these equal across items
         per_item = int(shared.get("numImages", 1))
         seeds = [seed_of(item.params) + image for item in items for image in range(per_item)]
@@ -36,6 +38,7 @@ class TextToImage:
                 generator=generators(seeds),
                 callback_on_step_end=diffusion_step_callback(hooks, int(shared["steps"])),
                 output_type="pil",
+                **call_arguments(registry.family(model), "txt2img", shared),
             )
         images = result.images
         return [StageOutput(images=images[i * per_item : (i + 1) * per_item]) for i in range(len(items))]

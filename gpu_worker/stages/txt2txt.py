@@ -1,4 +1,8 @@
-"""txt2txt: text generation with a causal language model, a batch of prompts in one `generate` call."""
+"""txt2txt: text generation with a causal language model, a batch of prompts in one `generate` call.
+
+Instruct models: a tokenizer with a chat template gets the prompt as the user's message (after the `system`
+prompt, if given) and generation stops at the end-of-sequence or end-of-turn token.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,31 @@ class _StepReporter(StoppingCriteria):
         return stop  # type: ignore[return-value]  # a bool tensor; torch has no BoolTensor constructor to say so
 
 
+def encode_prompts(tokenizer: Any, items: list[StageItem]) -> Any:
+    """The batch's prompts as model input: through the chat template (with `system`) when the tokenizer has one."""
+    if not getattr(tokenizer, "chat_template", None):
+        if any(item.params.get("system") for item in items):
+            raise BadInput("this model has no chat template, so it takes no system prompt")
+        return tokenizer([item.prompt for item in items], return_tensors="pt", padding=True)
+    texts = [
+        tokenizer.apply_chat_template(chat_messages(item), tokenize=False, add_generation_prompt=True) for item in items
+    ]
+    # The template already wrote the special tokens the model expects.
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def chat_messages(item: StageItem) -> list[dict[str, str]]:
+    system = str(item.params.get("system") or "")
+    return [{"role": "system", "content": system}] * bool(system) + [{"role": "user", "content": item.prompt}]
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """End of sequence: the tokenizer's EOS and the model's own (instruct models add an end-of-turn token)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    return sorted({int(i) for i in [*ids, tokenizer.eos_token_id] if i is not None})
+
+
 class TextToText:
     def warm_up_parameters(self) -> dict[str, Any]:
         return {"maxNewTokens": 2, "temperature": 0.0, "topP": 1.0}
@@ -37,7 +66,7 @@ class TextToText:
         shared = items[0].params
         max_new_tokens, temperature = int(shared["maxNewTokens"]), float(shared["temperature"])
         context = int(getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 0))
-        encoded = tokenizer([item.prompt for item in items], return_tensors="pt", padding=True)
+        encoded = encode_prompts(tokenizer, items)
         prompt_length = encoded["input_ids"].shape[1]
         if context and prompt_length + max_new_tokens > context:
             raise BadInput(f"prompt ({prompt_length} tokens) + maxNewTokens exceeds the model's {context} tokens")
@@ -52,6 +81,7 @@ class TextToText:
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
                 stopping_criteria=StoppingCriteriaList([reporter]),
+                eos_token_id=stop_token_ids(model, tokenizer),
                 **sampling,
             )
         if reporter.cancelled:

@@ -476,6 +476,10 @@ def test_stage_types_list_the_supported_types_with_parameters(api: httpx.Client,
         "img2img": {"model", "strength", "steps", "guidanceScale", "seed", "negativePrompt"},
         "txt2txt": {"model", "maxNewTokens", "temperature", "topP", "seed"},
     }
+    # API.md, "Models": LoRA adapters for the image types, a system prompt for instruct models.
+    expected["txt2img"] |= {"loras"}
+    expected["img2img"] |= {"loras"}
+    expected["txt2txt"] |= {"system"}
     for name, item in types.items():
         assert set(item["parameters"]["properties"]) == expected[name], name
         assert item["description"]
