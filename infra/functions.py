@@ -193,12 +193,7 @@ class Functions(Construct):
             description=f"stagehub {self._config.stage}: {spec.module}",
         )
         nag.acknowledge_tracing(role)
-        nag.acknowledge(
-            function,
-            "L1",
-            f"{LAMBDA_RUNTIME.name}: the newest runtime whose Python the build byte-compiles the code and layer with "
-            "(infra/packaging.py); a newer one would recompile every module on each cold start",
-        )
+        nag.acknowledge_runtime(function, LAMBDA_RUNTIME.name)
         return function
 
     def _grant(self, data: Data, queues: Queues) -> None:

@@ -22,6 +22,16 @@ def acknowledge(scope: IConstruct, rule: str, reason: str, finding: str | None =
     cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=rule_id, reason=reason))
 
 
+def acknowledge_runtime(function: IConstruct, runtime_name: str) -> None:
+    """L1 (not the newest Lambda runtime) on one of our functions: the runtime is chosen to match the bytecode."""
+    acknowledge(
+        function,
+        "L1",
+        f"{runtime_name}: the newest runtime whose Python the build byte-compiles the code and layer with "
+        "(infra/packaging.py); a newer one would recompile every module on each cold start",
+    )
+
+
 def finding_text(scope: IConstruct, value: object) -> str:
     """How cdk-nag writes a value in a finding (its flattenCfnReference): the value as the template has it, with
     `{"Ref": X}` as `<X>`, `{"Fn::GetAtt": [X, A]}` as `<X.A>`, joins joined and `${X}` of Fn::Sub as `<X>`.

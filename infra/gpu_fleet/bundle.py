@@ -71,11 +71,8 @@ def _requirement_name(line: str) -> str:
 
 def worker_requirements(source: Path = REPO_ROOT / "requirements.txt") -> str:
     """The worker's top-level pins: requirements.txt without torch, infra, CLI and Lambda-only packages."""
-    kept = [
-        line.strip()
-        for line in source.read_text().splitlines()
-        if line.strip() and not line.startswith(("#", "-")) and _requirement_name(line) not in NOT_FOR_WORKER
-    ]
+    pins = (line.split("#", 1)[0].strip() for line in source.read_text().splitlines())  # without comments
+    kept = [pin for pin in pins if pin and not pin.startswith("-") and _requirement_name(pin) not in NOT_FOR_WORKER]
     return "\n".join(kept) + "\n"
 
 

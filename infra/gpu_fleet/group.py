@@ -71,9 +71,12 @@ class WorkerGroup(Construct):
             self,
             "WorkerSecurityGroup",
             vpc=network.vpc,
-            description="stagehub GPU workers: no inbound traffic at all (SSM Session Manager for access)",
-            allow_all_outbound=True,
+            description="stagehub GPU workers: no inbound traffic; outbound HTTPS to AWS endpoints only",
+            allow_all_outbound=False,
         )
+        # The worker talks only to AWS APIs (SQS, S3, DynamoDB, CloudWatch, Auto Scaling, Logs, SSM), all HTTPS;
+        # DNS and the time service are the VPC's link-local resolvers, which security groups do not filter.
+        self.security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to AWS service endpoints")
         self.user_data = ec2.UserData.for_linux()
 
     def build(self, role: iam.IRole) -> None:

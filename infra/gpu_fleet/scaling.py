@@ -242,6 +242,7 @@ class FleetStarter(Construct):
             memory_size=256,
             description=f"stagehub {config.stage}: starts GPU instances for queued work within a minute",
         )
+        nag.acknowledge_runtime(self.function, LAMBDA_RUNTIME.name)
         stack = cdk.Stack.of(self)
         for fleet in fleets:
             fleet.in_queue.queue.grant(role, "sqs:GetQueueAttributes")

@@ -305,6 +305,17 @@ def test_one_vpc_without_nat_public_subnets_by_default(synthesized: Synthesized)
     assert flow_log["Properties"]["TrafficType"] == "REJECT"
 
 
+def test_workers_may_only_reach_https_endpoints(synthesized: Synthesized) -> None:
+    """Issue 12's least privilege for the fleet: no inbound rule, and outbound only HTTPS (AWS's APIs)."""
+    (worker_group,) = [
+        sg
+        for sg in synthesized.of_type("AWS::EC2::SecurityGroup").values()
+        if "GPU workers" in sg["Properties"]["GroupDescription"]
+    ]
+    egress = worker_group["Properties"]["SecurityGroupEgress"]
+    assert [(rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) for rule in egress] == [("tcp", 443, 443)]
+
+
 def test_private_subnets_get_interface_endpoints_instead(variant: Synthesized) -> None:
     variant.template.resource_count_is("AWS::EC2::NatGateway", 0)
     variant.template.resource_count_is("AWS::EC2::InternetGateway", 0)
