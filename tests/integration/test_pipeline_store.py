@@ -3,11 +3,11 @@ and DynamoDB failures answered as 503 with API.md's body."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 from pynamodb.exceptions import GetError, QueryError
 
@@ -16,6 +16,7 @@ from shared import resources as res
 from shared.aws import client
 from shared.models import PipelineRecord, RatingRecord
 from shared.settings import Settings
+from tests.integration.executions_support import api_event, lambda_context, new_id
 
 if TYPE_CHECKING:
     from tests.integration.conftest import TestUser
@@ -87,18 +88,25 @@ def _failing(error: type[Exception]) -> Any:
     return fail
 
 
-def test_dynamodb_failures_are_503_with_the_error_body(
-    api: httpx.Client, new_user: Users, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    user = new_user()
+def _call_pipelines(method: str, path: str, resource: str, path_parameters: dict[str, str] | None = None) -> Any:
+    """The pipelines function in this process (the local gateway's instances are other processes, which a
+    monkeypatch here does not reach)."""
+    from functions.pipelines.handler import lambda_handler
+
+    event = api_event(method, path, new_id(), resource=resource, path_parameters=path_parameters)
+    response = lambda_handler(event, lambda_context("pipelines"))  # type: ignore[arg-type]
+    return response["statusCode"], json.loads(response["body"])["code"]
+
+
+def test_dynamodb_failures_are_503_with_the_error_body(stack_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PipelineRecord, "get", _failing(GetError))
     with pytest.raises(StoreUnavailable):
         PipelineStore().get(str(uuid.uuid4()))
-    response = api.get(f"/pipelines/{uuid.uuid4()}", headers=user.headers)
-    assert (response.status_code, response.json()["code"]) == (503, "SERVICE_UNAVAILABLE")
+    pipeline_id = str(uuid.uuid4())
+    answer = _call_pipelines("GET", f"/pipelines/{pipeline_id}", "/pipelines/{pipelineId}", {"pipelineId": pipeline_id})
+    assert answer == (503, "SERVICE_UNAVAILABLE")
     monkeypatch.setattr(PipelineRecord.all_pipelines, "query", _failing(QueryError))
-    response = api.get("/pipelines", headers=user.headers)
-    assert (response.status_code, response.json()["code"]) == (503, "SERVICE_UNAVAILABLE")
+    assert _call_pipelines("GET", "/pipelines", "/pipelines") == (503, "SERVICE_UNAVAILABLE")
 
 
 def test_the_migration_moves_legacy_pipelines_and_their_totals_once(stack_env: Settings) -> None:

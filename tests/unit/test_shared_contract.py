@@ -131,7 +131,7 @@ def test_settings_default_resource_names_follow_the_stage_and_parse_json_values(
             "STAGE": "prod",
             "BACKEND_QUEUES": '{"gpu-fleet": "https://sqs/q"}',
             "MODELS": '{"sd": {"kind": "diffusers", "source": "/m/sd"}}',
-            "MAX_BATCH_SIZE": "8",  # the worker's: the API's settings do not read it
+            "IN_QUEUE_URL": "https://sqs/in",  # the worker's: the API's settings do not read it
             "AWS_REGION": "eu-west-1",
             "TRACING": "true",
             "OUT_DLQ_URL": "",  # empty counts as unset
@@ -141,7 +141,7 @@ def test_settings_default_resource_names_follow_the_stage_and_parse_json_values(
     assert settings.backends == ("gpu-fleet",)
     assert settings.models["sd"].source == "/m/sd"
     assert (settings.region, settings.tracing, settings.out_dlq_url) == ("eu-west-1", True, None)
-    assert not hasattr(settings, "max_batch_size")
+    assert not hasattr(settings, "in_queue_url")
 
 
 def test_the_workers_settings_are_apart_and_require_its_queues() -> None:
