@@ -7,27 +7,13 @@ them (the domain logic, pynamodb, botocore) are imported then too, which keeps c
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
+
+from functions.bound import PerSettings
 
 if TYPE_CHECKING:
     from functions.executions.logic import ExecutionDeps
     from shared.settings import Settings
-
-_lock = threading.Lock()
-_current: ExecutionDeps | None = None
-
-
-def execution_deps() -> ExecutionDeps:
-    """The process's collaborators for the settings now in force."""
-    from shared.settings import get_settings
-
-    global _current
-    settings = get_settings()
-    with _lock:
-        if _current is None or _current.settings is not settings:
-            _current = _build(settings)
-        return _current
 
 
 def _build(settings: Settings) -> ExecutionDeps:
@@ -35,11 +21,9 @@ def _build(settings: Settings) -> ExecutionDeps:
     from functions.executions.logic import ExecutionDeps
     from functions.executions.store import ExecutionStore
     from shared.aws import client
-    from shared.models import bind_models
     from shared.queues import QueueClient
     from shared.storage import BlobStore
 
-    bind_models(settings)
     queues = QueueClient(client("sqs", settings))
     return ExecutionDeps(
         settings=settings,
@@ -48,3 +32,11 @@ def _build(settings: Settings) -> ExecutionDeps:
         queues=queues,
         backends=BackendStats(settings, queues, lambda: client("cloudwatch", settings)),
     )
+
+
+_deps = PerSettings(_build)
+
+
+def execution_deps() -> ExecutionDeps:
+    """The process's collaborators for the settings now in force."""
+    return _deps.get()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from functions.bound import PerSettings
 from functions.webhooks import address
 
 if TYPE_CHECKING:
@@ -27,33 +27,23 @@ class WebhookDeps:
         return (self.resolver or address.system_resolver)(host, port)
 
 
-_lock = threading.Lock()
-_current: WebhookDeps | None = None
-
-
-def webhook_deps() -> WebhookDeps:
-    """The process's collaborators for the settings now in force (rebuilt when tests swap the settings)."""
-    from shared.settings import get_settings
-
-    global _current
-    settings = get_settings()
-    with _lock:
-        if _current is None or _current.settings is not settings:
-            _current = _build(settings)
-        return _current
-
-
 def _build(settings: Settings) -> WebhookDeps:
     from functions.executions.store import ExecutionStore
     from functions.webhooks.store import WebhookStore
     from shared.aws import client
-    from shared.models import bind_models
     from shared.queues import QueueClient
 
-    bind_models(settings)
     return WebhookDeps(
         settings=settings,
         store=WebhookStore(),
         executions=ExecutionStore(),
         queues=QueueClient(client("sqs", settings)),
     )
+
+
+_deps = PerSettings(_build)
+
+
+def webhook_deps() -> WebhookDeps:
+    """The process's collaborators for the settings now in force (rebuilt when tests swap the settings)."""
+    return _deps.get()
