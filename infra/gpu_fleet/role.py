@@ -133,24 +133,28 @@ class InstanceRole(Construct):
         )
 
     def _model_sources(self) -> None:
-        """Read access to the S3 prefixes that model sources name (s3://bucket/prefix/)."""
+        """Read access to the S3 prefixes that model and LoRA sources name (s3://bucket/prefix/), nothing more."""
         for name, model in sorted(self._config.models.items()):
-            if not model.source.startswith("s3://"):
-                continue
-            bucket_name, _, prefix = model.source.removeprefix("s3://").partition("/")
-            bucket = s3.Bucket.from_bucket_name(self, f"ModelSource{pascal(name)}", bucket_name)
-            weights = bucket.arn_for_objects(f"{prefix}*")
-            self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[weights]))
-            self.role.add_to_policy(
-                iam.PolicyStatement(
-                    actions=["s3:ListBucket"],
-                    resources=[bucket.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
-                )
+            sources = {name: model.source} | {f"{name}-lora-{lora}": uri for lora, uri in sorted(model.loras.items())}
+            for source_name, uri in sources.items():
+                if uri.startswith("s3://"):
+                    self._read_prefix(source_name, uri)
+
+    def _read_prefix(self, name: str, uri: str) -> None:
+        bucket_name, _, prefix = uri.removeprefix("s3://").partition("/")
+        bucket = s3.Bucket.from_bucket_name(self, f"ModelSource{pascal(name)}", bucket_name)
+        weights = bucket.arn_for_objects(f"{prefix}*")
+        self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[weights]))
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
             )
-            nag.acknowledge_resource(
-                self.role, weights, f"the weights of model {name}: every object under its configured S3 prefix"
-            )
+        )
+        nag.acknowledge_resource(
+            self.role, weights, f"the weights of {name}: every object under its configured S3 prefix"
+        )
 
 
 def pascal(name: str) -> str:

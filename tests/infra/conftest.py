@@ -51,7 +51,13 @@ VARIANT_CONTEXT: dict[str, object] = {
     "alarmEmail": "ops@example.com",
     "minGpuInstances": 1,
     "maxGpuInstances": 6,
-    "models": {"big-sd": {"kind": "diffusers", "source": "s3://stagehub-model-weights/big-sd/"}},
+    "models": {
+        "big-sd": {
+            "kind": "diffusers",
+            "source": "s3://stagehub-model-weights/big-sd/",
+            "loras": {"ink-style": "s3://stagehub-model-weights/loras/ink-style/"},
+        }
+    },
     "defaultModels": {"txt2img": "big-sd"},
     # The fleet's other network and a pinned AMI (infra/network.py, infra/gpu_fleet/group.py).
     "workerSubnets": "private",

@@ -330,6 +330,16 @@ def test_private_subnets_get_interface_endpoints_instead(variant: Synthesized) -
     )
 
 
+def test_instance_role_reads_only_its_models_and_loras_prefixes(variant: Synthesized) -> None:
+    fleet = _fleet(variant)
+    reads = json.dumps(_role_statements(variant, fleet.role)["s3:GetObject"])
+    for prefix in ("stagehub-model-weights/big-sd/*", "stagehub-model-weights/loras/ink-style/*"):
+        assert prefix in reads
+    lists = _role_statements(variant, fleet.role)["s3:ListBucket"]
+    prefixes = sorted(p for s in lists for p in s.get("Condition", {}).get("StringLike", {}).get("s3:prefix", []))
+    assert prefixes == ["big-sd/*", "loras/ink-style/*"]
+
+
 def test_instance_role_is_least_privilege(synthesized: Synthesized) -> None:
     fleet = _fleet(synthesized)
     by_action = _role_statements(synthesized, fleet.role)
