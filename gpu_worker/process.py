@@ -31,7 +31,6 @@ from shared.settings import get_worker_settings
 from shared.storage import BlobStore
 
 log = logging.getLogger("gpu_worker")
-STOP_GRACE_S = 25.0  # under systemd's TimeoutStopSec and the ASG lifecycle hook's heartbeat
 
 
 def _queue_visibility(sqs: object, queue_url: str) -> int:
@@ -89,7 +88,7 @@ def main() -> int:
         log.info("loading and warming up models on %s", worker.registry.device)
         worker.registry.warm_up()
         log.info("polling %s", settings.in_queue_url)
-        worker.run(stop, grace_s=STOP_GRACE_S)
+        worker.run(stop, grace_s=settings.stop_grace_s)
     finally:
         if busy_flag is not None:
             busy_flag.set(False)

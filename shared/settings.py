@@ -266,6 +266,10 @@ class WorkerSettings(CommonSettings):
     watchdog_min_stall_s: float = Field(default=120.0, ge=1)
     watchdog_load_s: float = Field(default=900.0, ge=1)
     prefetch_horizon_s: float = Field(default=2.0, ge=0)
+    # After SIGTERM, running batches may finish for this long before they stop at their next step and hand their
+    # messages back (finished stages are kept). 0 (issue 11: a stop takes effect within one step); at most 25 s,
+    # under systemd's TimeoutStopSec and the lifecycle hook's heartbeat.
+    stop_grace_s: float = Field(default=0.0, ge=0, le=25)
     # Fleet readiness (gpu_worker/readiness.py): the launch hook answered once every worker process is ready.
     launch_hook_name: str = ""  # the group's launch lifecycle hook
     ready_timeout_s: int = Field(default=900, ge=60)  # not ready by then: the launch hook is abandoned

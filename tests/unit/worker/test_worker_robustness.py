@@ -233,7 +233,7 @@ def test_a_stop_interrupts_a_running_batch_at_its_next_step_and_gives_the_messag
 
     h.runner.behaviour = stop_mid_call
     receipt = submit(h, "e1", [TXT2IMG])
-    h.worker._stop, h.worker._grace_s = stop, 0.0
+    h.worker._stop, h.worker._grace_s = stop, h.worker.settings.stop_grace_s  # the default: a stop acts at once
     h.worker.poll_once(wait_s=0)
     h.worker.step(timeout_s=0)
     assert (receipt, 0) in h.queues.visibility
