@@ -71,7 +71,7 @@ class Endings:
     def started(self, job: Job) -> None:
         job.throttle.allow(force=True)  # "started" carries progress 0: the next progress event is due a second later
         progress = overall_progress(job.stage_index, job.stages, 0, 0)
-        self._notices.submit(self._send, self._events.started, job.execution_id, progress)
+        self._notices.submit(self._send, self._events.started, job.execution_id, job.owner, progress)
         log.info(
             json.dumps(
                 {
@@ -88,7 +88,7 @@ class Endings:
         if force and not job.throttle.allow(force=True):
             return
         progress = overall_progress(job.stage_index, job.stages, step, steps)
-        self._notices.submit(self._send, self._events.progress, job.execution_id, progress)
+        self._notices.submit(self._send, self._events.progress, job.execution_id, job.owner, progress)
 
     def stage_done(self, job: Job, images: list[tuple[str, Any]], checkpoint: Checkpoint) -> None:
         """A stage before the last: upload its images, then the checkpoint a redelivery resumes from."""
@@ -108,7 +108,7 @@ class Endings:
         self._uploads.submit(
             self._guarded_end,
             job,
-            lambda: self._events.failed(job.execution_id, error.code, error.message, usage),
+            lambda: self._events.failed(job.execution_id, job.owner, error.code, error.message, usage),
             f"FAILED {error.code}",
         )
 
@@ -119,7 +119,7 @@ class Endings:
         job.closed = True
         usage = job.usage()
         self._uploads.submit(
-            self._guarded_end, job, lambda: self._events.cancelled(job.execution_id, usage), "CANCELLED"
+            self._guarded_end, job, lambda: self._events.cancelled(job.execution_id, job.owner, usage), "CANCELLED"
         )
 
     def release(self, job: Job, visibility_s: int) -> None:
@@ -141,7 +141,7 @@ class Endings:
 
         def end() -> None:
             try:
-                self._send(self._events.failed, execution_id, error.code, error.message)
+                self._send(self._events.failed, execution_id, None, error.code, error.message)
                 self.drop(message)
             except Exception:  # it comes back, and after maxReceiveCount the DLQ handler fails it
                 log.exception("could not end message %s", message.message_id)
@@ -202,7 +202,7 @@ class Endings:
         manifest = ResultManifest(executionId=job.execution_id, outputs=job.outputs, finishedAt=utc_now_iso())
         bucket = self._settings.results_bucket
         uri = self._blobs.put_json(bucket, manifest_key(job.execution_id), manifest.to_json())
-        self._events.succeeded(job.execution_id, str(uri), job.stages, job.usage())
+        self._events.succeeded(job.execution_id, job.owner, str(uri), job.stages, job.usage())
         if job.stages > 1:  # its work is done: result.json names every output
             self._delete_quietly(bucket, checkpoint_key(job.execution_id))
         self._close(job, "SUCCEEDED")

@@ -1,4 +1,8 @@
-"""The worker's side of the out-queue contract: started, progress and finished events."""
+"""The worker's side of the out-queue contract: started, progress and finished events.
+
+Each event names the execution's owner (request.json's userId) when the worker knows it, so the results consumer
+writes the record without reading it first (docs/ops.md, "Write units per execution").
+"""
 
 from __future__ import annotations
 
@@ -14,17 +18,20 @@ class EventSender:
     def _send(self, message: OutQueueMessage) -> None:
         self._queues.send(self._url, message.to_json())
 
-    def started(self, execution_id: str, progress: Progress) -> None:
-        self._send(OutQueueMessage(executionId=execution_id, event=OutEvent.STARTED, progress=progress))
+    def started(self, execution_id: str, owner: str | None, progress: Progress) -> None:
+        self._send(OutQueueMessage(executionId=execution_id, userId=owner, event=OutEvent.STARTED, progress=progress))
 
-    def progress(self, execution_id: str, progress: Progress) -> None:
-        self._send(OutQueueMessage(executionId=execution_id, event=OutEvent.PROGRESS, progress=progress))
+    def progress(self, execution_id: str, owner: str | None, progress: Progress) -> None:
+        self._send(OutQueueMessage(executionId=execution_id, userId=owner, event=OutEvent.PROGRESS, progress=progress))
 
-    def succeeded(self, execution_id: str, result_uri: str, stages: int, usage: ExecutionUsage | None = None) -> None:
+    def succeeded(
+        self, execution_id: str, owner: str | None, result_uri: str, stages: int, usage: ExecutionUsage | None = None
+    ) -> None:
         done = Progress(stage=stages, stages=stages, step=0, steps=0, percent=100)
         self._send(
             OutQueueMessage(
                 executionId=execution_id,
+                userId=owner,
                 event=OutEvent.FINISHED,
                 status=ExecutionStatus.SUCCEEDED,
                 success=True,
@@ -34,10 +41,13 @@ class EventSender:
             )
         )
 
-    def failed(self, execution_id: str, code: str, message: str, usage: ExecutionUsage | None = None) -> None:
+    def failed(
+        self, execution_id: str, owner: str | None, code: str, message: str, usage: ExecutionUsage | None = None
+    ) -> None:
         self._send(
             OutQueueMessage(
                 executionId=execution_id,
+                userId=owner,
                 event=OutEvent.FINISHED,
                 status=ExecutionStatus.FAILED,
                 error=ErrorInfo(code=code, message=message),
@@ -45,9 +55,13 @@ class EventSender:
             )
         )
 
-    def cancelled(self, execution_id: str, usage: ExecutionUsage | None = None) -> None:
+    def cancelled(self, execution_id: str, owner: str | None, usage: ExecutionUsage | None = None) -> None:
         self._send(
             OutQueueMessage(
-                executionId=execution_id, event=OutEvent.FINISHED, status=ExecutionStatus.CANCELLED, usage=usage
+                executionId=execution_id,
+                userId=owner,
+                event=OutEvent.FINISHED,
+                status=ExecutionStatus.CANCELLED,
+                usage=usage,
             )
         )

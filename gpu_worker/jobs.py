@@ -95,6 +95,11 @@ class Job:
         return self.request.execution_id
 
     @property
+    def owner(self) -> str:
+        """The user whose execution this is: sent on every event so the results consumer need not read it."""
+        return self.request.user_id
+
+    @property
     def stage(self) -> ResolvedStage:
         return self.request.stages[self.stage_index]
 

@@ -102,6 +102,8 @@ def test_a_batch_runs_as_one_call_and_every_item_succeeds(monkeypatch: pytest.Mo
     assert events[0] == "started"
     assert "progress" in events
     assert events[-1] == "finished"
+    # Every event names the owner (request.json's userId): the results consumer writes without reading first.
+    assert {e.get("userId") for e in h.queues.sent} == {"u1"}
 
 
 def test_progress_events_are_throttled_from_started_and_stage_ends_are_reported(
