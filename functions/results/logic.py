@@ -148,8 +148,14 @@ def _apply_finished(deps: ExecutionDeps, message: OutQueueMessage, owner: str) -
     else:
         finished = store.finish(execution_id, owner, status, message.at, **kwargs)
     if finished is None:
-        if store.user_of(execution_id) is None:
+        current = store.get(execution_id)
+        if current is None or current.deleted_at:
             _purge(deps, execution_id)  # deleted while the worker was writing its outputs
+        elif current.status == status:
+            # A redelivered finished event: its first delivery may have died between the final write and the
+            # webhook publication. Publish again; the event's webhook-id is the same, so a receiver that got it
+            # sees a duplicate at most (API.md: receivers dedupe by webhook-id).
+            publish_execution_change(current, EventKind.COMPLETED)
         return None
     publish_execution_change(finished, EventKind.COMPLETED)
     from functions.executions import admission  # the store's pynamodb: loaded on the first batch, not at import

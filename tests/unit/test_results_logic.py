@@ -27,6 +27,23 @@ def test_started_moves_a_queued_execution_to_running_without_reading_it() -> Non
     assert store.writes == [("mark_started", {"at": AT})]
 
 
+def test_a_redelivered_finished_event_publishes_its_webhook_event_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer killed between its final write and the publish loses no `completed` webhook event."""
+    published: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        "functions.results.logic.publish_execution_change",
+        lambda rec, kind: published.append((rec.execution_id, kind.value)) if rec is not None else None,
+    )
+    finished = message("finished", success=True, executionUri=OWN_RESULT, userId="u1")
+    assert apply_out_event(fake_deps(FakeStore(record(ExecutionStatus.RUNNING))), finished) is ExecutionStatus.SUCCEEDED
+    done = FakeStore(record(ExecutionStatus.SUCCEEDED))  # the first delivery's write stands
+    assert apply_out_event(fake_deps(done), finished) is None  # the redelivery: no transition, one more publish
+    assert published == [("e1", "completed"), ("e1", "completed")]
+    failed_later = message("finished", error={"code": "X", "message": "late"}, userId="u1")
+    assert apply_out_event(fake_deps(done), failed_later) is None  # another final status: nothing to repeat
+    assert len(published) == 2
+
+
 def test_a_write_whose_condition_fails_is_no_transition() -> None:
     store = FakeStore(record(ExecutionStatus.SUCCEEDED))
     assert apply_out_event(fake_deps(store), message("started")) is None
