@@ -128,7 +128,8 @@ def measure(item_counts: list[int]) -> dict[str, Any]:
             per_request[name] = _figures(answer["statusCode"], seen)
         from functions.results.handler import lambda_handler as results
 
-        submitted = _body(requests["POST /pipelines/{id}/executions"]())["executionId"]
+        execution = _body(requests["POST /pipelines/{id}/executions"]())
+        submitted, owner = execution["executionId"], execution["userId"]  # the worker's events name the owner
         lifecycle: dict[str, dict[str, Any]] = {
             "started": {},
             "progress": {"progress": _progress(50)},
@@ -136,7 +137,7 @@ def measure(item_counts: list[int]) -> dict[str, Any]:
         }
         for event_name, fields in lifecycle.items():
             out_queue = get_settings().out_queue_url or ""
-            event = _sqs_event(_out_event(submitted, event_name, **fields), out_queue)
+            event = _sqs_event(_out_event(submitted, event_name, userId=owner, **fields), out_queue)
             seen, answer = calls.measure(functools.partial(call, results, event))
             status = 500 if answer["batchItemFailures"] else 200  # 500: the consumer gave the message back
             per_request[f"results consumer: {event_name}"] = _figures(status, seen)
