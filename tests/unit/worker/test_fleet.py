@@ -184,23 +184,28 @@ def test_a_failed_protection_call_is_logged_and_retried_later(caplog: pytest.Log
     assert "could not set scale-in protection" in caplog.text
 
 
+def one_instance_group(client: Any) -> str:
+    """A group named GROUP of one instance in moto (inside `mock_aws`); returns the instance's id."""
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    client.create_launch_configuration(
+        LaunchConfigurationName="lc",
+        ImageId=ec2.describe_images()["Images"][0]["ImageId"],
+        InstanceType="g5.xlarge",
+    )
+    client.create_auto_scaling_group(
+        AutoScalingGroupName=GROUP,
+        LaunchConfigurationName="lc",
+        MinSize=1,
+        MaxSize=1,
+        AvailabilityZones=["us-east-1a"],
+    )
+    return str(client.describe_auto_scaling_instances()["AutoScalingInstances"][0]["InstanceId"])
+
+
 def test_protection_against_the_group_api() -> None:
     with mock_aws():
-        ec2 = boto3.client("ec2", region_name="us-east-1")
         client = _autoscaling()
-        client.create_launch_configuration(
-            LaunchConfigurationName="lc",
-            ImageId=ec2.describe_images()["Images"][0]["ImageId"],
-            InstanceType="g5.xlarge",
-        )
-        client.create_auto_scaling_group(
-            AutoScalingGroupName=GROUP,
-            LaunchConfigurationName="lc",
-            MinSize=1,
-            MaxSize=1,
-            AvailabilityZones=["us-east-1a"],
-        )
-        instance_id = client.describe_auto_scaling_instances()["AutoScalingInstances"][0]["InstanceId"]
+        instance_id = one_instance_group(client)
         protection = ScaleInProtection(client, GROUP, instance_id)
 
         def protected() -> bool:

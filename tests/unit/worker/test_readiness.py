@@ -30,9 +30,15 @@ from gpu_worker.readiness import (
     set_unhealthy,
     wait_in_service,
 )
-from tests.unit.worker.test_fleet import FakeClock, Fleet, _FakeImds, fake_imds  # noqa: F401 (fixture)
+from tests.unit.worker.test_fleet import (  # noqa: F401 (fixture)
+    GROUP,
+    FakeClock,
+    Fleet,
+    _FakeImds,
+    fake_imds,
+    one_instance_group,
+)
 
-GROUP = "stagehub-dev-gpu-fleet"
 LAUNCH_HOOK = f"{GROUP}-launching"
 TERMINATION_HOOK = f"{GROUP}-terminating"
 
@@ -60,20 +66,8 @@ class Group:
     """A one-instance group in moto with both hooks, and the instance's metadata in the fake IMDS."""
 
     def __init__(self) -> None:
-        ec2 = boto3.client("ec2", region_name="us-east-1")
         client = boto3.client("autoscaling", region_name="us-east-1")
-        client.create_launch_configuration(
-            LaunchConfigurationName="lc",
-            ImageId=ec2.describe_images()["Images"][0]["ImageId"],
-            InstanceType="g5.xlarge",
-        )
-        client.create_auto_scaling_group(
-            AutoScalingGroupName=GROUP,
-            LaunchConfigurationName="lc",
-            MinSize=1,
-            MaxSize=1,
-            AvailabilityZones=["us-east-1a"],
-        )
+        instance_id = one_instance_group(client)
         for hook, transition, default in (
             (LAUNCH_HOOK, "autoscaling:EC2_INSTANCE_LAUNCHING", ABANDON),
             (TERMINATION_HOOK, "autoscaling:EC2_INSTANCE_TERMINATING", CONTINUE),
@@ -85,7 +79,7 @@ class Group:
                 DefaultResult=default,
             )
         self.autoscaling = HookRecorder(client)
-        self.instance_id = client.describe_auto_scaling_instances()["AutoScalingInstances"][0]["InstanceId"]
+        self.instance_id = instance_id
         self.metadata: dict[str, str] = {}
 
     def reset(self, monkeypatch: pytest.MonkeyPatch) -> None:
