@@ -8,24 +8,19 @@ failure into `StoreUnavailable` (503 with API.md's error body).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from pynamodb.exceptions import PynamoDBException
 
-from shared.errors import ServiceUnavailable
+from functions.dynamodb import CONDITION_FAILED
+from functions.dynamodb import dynamodb_errors as _dynamodb
 from shared.models import RefreshTokenRecord, SessionRecord, ThrottleRecord, UserRecord
 
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 # Rounds of a throttle window's read-and-retry under contention before answering "throttled" to be safe.
 _THROTTLE_ROUNDS = 3
-
-
-class StoreUnavailable(ServiceUnavailable):
-    """DynamoDB failed in a way worth retrying (throttling, 5xx, network)."""
 
 
 @dataclass(frozen=True)
@@ -99,21 +94,13 @@ class ThrottleStore(Protocol):
     def clear(self, key: str) -> None: ...
 
 
-@contextmanager
-def _dynamodb(what: str) -> Iterator[None]:
-    try:
-        yield
-    except PynamoDBException as exc:
-        raise StoreUnavailable(f"database error on {what}") from exc
-
-
 def _applied(write: Callable[[], object], what: str) -> bool:
     """Run a conditional write; False when its condition did not hold."""
     with _dynamodb(what):
         try:
             write()
         except PynamoDBException as exc:
-            if exc.cause_response_code == _CONDITION_FAILED:
+            if exc.cause_response_code == CONDITION_FAILED:
                 return False
             raise
     return True

@@ -25,19 +25,14 @@ from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.expressions.condition import Condition, size
 from pynamodb.transactions import TransactWrite
 
+from functions.dynamodb import CONDITION_FAILED, StoreUnavailable
 from functions.pagination import Page
-from shared.errors import ServiceUnavailable, TransientFailure
 from shared.messages import ExecutionStatus
 from shared.models import AdmissionRecord, ExecutionRecord, IdempotencyRecord
 
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 _T = TypeVar("_T")
 WAITING_SHARDS = 4
 _CONFLICT_RETRIES = 6  # the waiting index's partitions: the sweep reads each; writes spread over them
-
-
-class StoreUnavailable(ServiceUnavailable, TransientFailure):
-    """DynamoDB failed in a way worth retrying (throttling, 5xx, network, a transaction conflict)."""
 
 
 class _ConditionFailed(Exception):
@@ -49,7 +44,7 @@ def _dynamodb(what: str) -> Iterator[None]:
     try:
         yield
     except PynamoDBException as exc:
-        if exc.cause_response_code == _CONDITION_FAILED:
+        if exc.cause_response_code == CONDITION_FAILED:
             raise _ConditionFailed(what) from exc
         raise StoreUnavailable(f"database error on {what}") from exc
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from enum import Enum
 from functools import lru_cache
 from typing import Any
@@ -26,26 +24,14 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
+from functions.dynamodb import CONDITION_FAILED, StoreUnavailable
+from functions.dynamodb import dynamodb_errors as _dynamodb
 from functions.pagination import Page, query_page
 from shared import resources as res
-from shared.errors import ServiceUnavailable
 from shared.models import PipelineRecord, RatingRecord, RatingTotalsRecord, UserRecord
 from shared.settings import Settings
 
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 _LIST_PREFIX = "ALL#"
-
-
-class StoreUnavailable(ServiceUnavailable):
-    """DynamoDB failed in a way worth retrying (throttling, 5xx, network)."""
-
-
-@contextmanager
-def _dynamodb(what: str) -> Iterator[None]:
-    try:
-        yield
-    except PynamoDBException as exc:
-        raise StoreUnavailable(f"database error on {what}") from exc
 
 
 def list_partition(pipeline_id: str) -> str:
@@ -72,7 +58,7 @@ class PipelineStore:
         try:
             PipelineRecord(pipeline_id).delete(condition=PipelineRecord.pipeline_id.exists())
         except PynamoDBException as exc:
-            if exc.cause_response_code == _CONDITION_FAILED:
+            if exc.cause_response_code == CONDITION_FAILED:
                 return False
             raise StoreUnavailable(f"database error on pipeline {pipeline_id}") from exc
         return True

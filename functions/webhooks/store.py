@@ -9,15 +9,14 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pynamodb.exceptions import PynamoDBException
 
-from functions.executions.store import StoreUnavailable
+from functions.dynamodb import CONDITION_FAILED, StoreUnavailable
+from functions.dynamodb import dynamodb_errors as _dynamodb
 from functions.pagination import Page, check_cursor
 from functions.webhooks.events import SECRET_PREFIX
 from shared.messages import utc_now_iso
@@ -30,7 +29,6 @@ DELIVERY_PREFIX = "delivery#"
 # The delivery log and the state outlive the execution's results (30 days) by a little, then expire.
 LOG_TTL = timedelta(days=31)
 ROTATION_GRACE_S = 24 * 3600
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 def user_key(user_id: str) -> str:
@@ -46,16 +44,8 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
-@contextmanager
-def _dynamodb(what: str) -> Iterator[None]:
-    try:
-        yield
-    except PynamoDBException as exc:
-        raise StoreUnavailable(f"database error on {what}") from exc
-
-
 def _condition_failed(exc: PynamoDBException) -> bool:
-    return exc.cause_response_code == _CONDITION_FAILED
+    return exc.cause_response_code == CONDITION_FAILED
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from functions.auth.store import (
     Session,
     StoredToken,
     StoredUser,
-    StoreUnavailable,
 )
+from functions.dynamodb import StoreUnavailable
 from local.gateway import LocalGateway
 from shared.errors import Unauthorized
 from shared.models import ThrottleRecord, bind_models
