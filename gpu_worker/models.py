@@ -1,8 +1,9 @@
 """The model registry: model names (settings.models) to loaded pipelines, cached per process.
 
 A model comes from a local directory, an S3 prefix (downloaded once into settings.model_cache_dir) or a hub
-id (only where the deployment has internet). On CUDA: fp16, SDPA attention (diffusers' default on torch 2),
-channels-last UNet, optional torch.compile; on CPU: float32. Everything runs under `torch.inference_mode()`.
+id (only where the deployment has internet). How it runs on the device (dtype, channels-last, fused QKV,
+torch.compile with CUDA graphs and its warm-up) is the performance profile's (gpu_worker/performance.py).
+Everything runs under `torch.inference_mode()`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gpu_worker.loras import LoraSet, activate, load_adapter, lora_set
+from gpu_worker.performance import (
+    PerformanceProfile,
+    profile_of,
+    resolve_device,
+    set_serving_stance,
+    speed_up,
+    use_compile_cache,
+    warm_up_plan,
+)
 from shared.errors import BadInput
 from shared.families import family_of_pipeline_class, memory_warning
 from shared.settings import ModelSource, WorkerSettings
@@ -24,22 +35,23 @@ from shared.storage import BlobStore, S3Uri
 log = logging.getLogger(__name__)
 
 
-def resolve_device(setting: str) -> str:
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return setting
-
-
 class ModelRegistry:
-    def __init__(self, settings: WorkerSettings, blobs: BlobStore | None = None) -> None:
+    def __init__(
+        self, settings: WorkerSettings, blobs: BlobStore | None = None, profile: PerformanceProfile | None = None
+    ) -> None:
+        """`profile`: the settings' performance profile unless given (the benchmarks compare two)."""
         self.settings = settings
         self.device = resolve_device(settings.device)
-        self.dtype = torch.float16 if self.device == "cuda" else torch.float32
+        self.profile = profile or profile_of(settings)
+        self.dtype = self.profile.torch_dtype()
+        if self.profile.compiles:
+            use_compile_cache(settings.compile_cache_dir, self.device)
         self._blobs = blobs
         self._loaded: dict[tuple[str, str], Any] = {}
         self._lock = threading.RLock()  # img2img builds on the cached txt2img pipeline
         self._loras_loaded: dict[str, set[str]] = {}  # model -> adapters loaded into its (shared) modules
         self._loras_active: dict[str, LoraSet] = {}  # model -> the adapter set its modules run with now
+        self.applied: dict[str, list[str]] = {}  # diffusion model -> what its performance profile applied
 
     def _source(self, name: str, kind: str) -> str:
         spec: ModelSource = self.settings.models[name]
@@ -136,12 +148,9 @@ class ModelRegistry:
         check_family(name, family, type(pipeline).__name__)
         pipeline.set_progress_bar_config(disable=True)
         pipeline = pipeline.to(self.device)
-        if self.device == "cuda":
-            denoiser = "unet" if hasattr(pipeline, "unet") else "transformer"
-            getattr(pipeline, denoiser).to(memory_format=torch.channels_last)
-            if self.settings.torch_compile:
-                compiled = torch.compile(getattr(pipeline, denoiser), mode="max-autotune-no-cudagraphs")
-                setattr(pipeline, denoiser, compiled)
+        applied = speed_up(pipeline, self.profile, has_loras=bool(self.settings.models[name].loras))
+        self.applied[name] = applied
+        log.info("model %s on %s, %s profile: %s", name, self.device, self.profile.name, ", ".join(applied) or "-")
         return pipeline
 
     def _load_causal_lm(self, name: str) -> tuple[Any, Any]:
@@ -158,7 +167,8 @@ class ModelRegistry:
         return model, tokenizer
 
     def warm_up(self) -> None:
-        """Load every default model and run it once, so the first request is not slow."""
+        """Load every default model and run it once, so the first request is not slow; with a compiling profile,
+        compile every planned shape (performance.warm_up_plan), then stop compiling."""
         from gpu_worker.stages import StageItem, runner_for
 
         for stage_type, name in self.settings.default_models.items():
@@ -170,6 +180,39 @@ class ModelRegistry:
                 runner.run([item], name, self, _SilentHooks())
             except Exception:
                 log.exception("warm-up of %s (%s) failed", name, stage_type)
+        if self.profile.compiles:
+            self._compile_shapes()
+            set_serving_stance()
+
+    def _compile_shapes(self) -> None:
+        import torch._dynamo
+
+        from gpu_worker.stages import StageItem, runner_for
+
+        plan = warm_up_plan(self.settings)
+        # Static shapes: one compiled graph per shape and module; more shapes than dynamo keeps by default.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(plan) + 8)
+        runner = runner_for("txt2img")
+        for number, call in enumerate(plan, start=1):
+            started = time.monotonic()
+            items = [StageItem(prompt="warm up", params=call.parameters()) for _ in range(call.images)]
+            try:
+                runner.run(items, call.model, self, _SilentHooks())
+            except Exception:
+                log.exception(
+                    "compiling %s at %dx%d for %d images failed", call.model, call.width, call.height, call.images
+                )
+                continue
+            log.info(
+                "compiled %s at %dx%d for %d images (%d/%d) in %.1f s",
+                call.model,
+                call.width,
+                call.height,
+                call.images,
+                number,
+                len(plan),
+                time.monotonic() - started,
+            )
 
 
 def absent_components(source: str) -> dict[str, None]:

@@ -39,6 +39,7 @@ from gpu_worker.heartbeat import HeartbeatThread
 from gpu_worker.held import ReceiptJournal
 from gpu_worker.jobs import Job, OpenJobs
 from gpu_worker.metrics import NullMetrics
+from gpu_worker.performance import profile_of
 from gpu_worker.progress import ProgressThrottle
 from gpu_worker.seams import Metrics, Registry, WorkerIo
 from gpu_worker.stages import batch_key, model_for
@@ -114,7 +115,7 @@ class Worker:
             retry_backoff_s=retry_backoff_s,
             interrupt_due=self.interrupt_due,
             next_stage=lambda job: self._queue_stage(job, urgent=True),
-            compiles=settings.torch_compile,
+            compiles=profile_of(settings).compiles,
         )
         self._accepting = ThreadPoolExecutor(ACCEPT_THREADS, "accept")
         self._intake_stop = threading.Event()

@@ -14,7 +14,7 @@ from typing import Any
 from constructs import Node
 
 from shared import resources as res
-from shared.settings import ModelSource
+from shared.settings import ModelSource, warm_up_size_problem
 
 _STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 _ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
@@ -22,6 +22,13 @@ _ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
 # The fleet's image, torch and Python are pinned in infra/gpu_fleet/versions.py (one place, checked by the tests).
 WORKER_SUBNETS = ("public", "private")
 DISPOSABLE_STAGES = ("dev",)  # removalPolicy not given: these are destroyed with the stack, the rest retained
+PERFORMANCE_PROFILES = ("auto", "plain", "fast")  # shared.settings.WorkerSettings.performance_profile
+
+
+def default_ready_timeout_s(profile: str) -> int:
+    """Launch readiness wait when readyTimeoutSeconds is not set: a compiling profile (auto and fast are fast on
+    the GPU fleet) compiles its warm-up shapes on an instance's first boot, so it gets 45 minutes, not 15."""
+    return 900 if profile == "plain" else 2700
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,9 @@ class StagehubConfig:
     # Worker behaviour
     batch_window_ms: int = 50
     max_batch_size: int = 4
-    torch_compile: bool = False
+    # The workers' performance profile (gpu_worker/performance.py) and the sizes its warm-up compiles.
+    performance_profile: str = "auto"
+    warm_up_sizes: tuple[str, ...] = ()
     models: dict[str, ModelSource] = field(default_factory=dict)
     default_models: dict[str, str] = field(default_factory=dict)
     # Queues, API, data, monitoring
@@ -102,6 +111,9 @@ class StagehubConfig:
             found.append("queueLatencyGoalSeconds and executionSeconds must be positive")
         if not 1 <= self.scale_in_idle_minutes <= 60:
             found.append("scaleInIdleMinutes must be within 1..60")
+        if self.performance_profile not in PERFORMANCE_PROFILES:
+            found.append(f"gpuPerformanceProfile must be one of {PERFORMANCE_PROFILES}")
+        found += [problem for size in self.warm_up_sizes if (problem := warm_up_size_problem(size)) is not None]
         if not 60 <= self.ready_timeout_s <= 7000:
             found.append("readyTimeoutSeconds must be within 60..7000 (a lifecycle hook waits at most 7200 s)")
         if self.worker_subnets not in WORKER_SUBNETS:
@@ -173,6 +185,7 @@ class StagehubConfig:
 
         defaults = cls.__dataclass_fields__
         models = _json_value(get("models", {}))
+        profile = str(get("gpuPerformanceProfile", "auto"))
         return cls(
             stage=str(get("stage", res.DEFAULT_STAGE)),
             account=_optional_str(get("account")),
@@ -184,7 +197,7 @@ class StagehubConfig:
             queue_latency_goal_s=int(get("queueLatencyGoalSeconds", 120)),
             execution_s=float(get("executionSeconds", 10.0)),
             scale_in_idle_minutes=int(get("scaleInIdleMinutes", 5)),
-            ready_timeout_s=int(get("readyTimeoutSeconds", 900)),
+            ready_timeout_s=_optional_int(get("readyTimeoutSeconds")) or default_ready_timeout_s(profile),
             warm_pool=_bool(get("warmPool", False)),
             gpu_ami_ids=dict(_json_value(get("gpuAmiIds", {}))),
             root_device_name=str(get("rootDeviceName", "/dev/sda1")),
@@ -194,7 +207,8 @@ class StagehubConfig:
             termination_grace_s=int(get("terminationGraceSeconds", 600)),
             batch_window_ms=int(get("batchWindowMs", 50)),
             max_batch_size=int(get("maxBatchSize", 4)),
-            torch_compile=_bool(get("torchCompile", False)),
+            performance_profile=profile,
+            warm_up_sizes=tuple(_json_value(get("gpuWarmUpSizes", []))),
             models={name: ModelSource(**spec) for name, spec in models.items()},
             default_models=dict(_json_value(get("defaultModels", {}))),
             max_receive_count=_optional_int(get("maxReceiveCount")),

@@ -27,6 +27,7 @@ class Family:
     unsupported: frozenset[str] = frozenset()
     # fp16/bf16 weights and activations at the family's native size, batch 1 (GiB, rough)
     memory_gib: float = 0.0
+    native_size: int = 0  # the width and height it was trained at (the fast profile warms it up there)
     description: str = ""
 
 
@@ -41,6 +42,7 @@ FAMILIES: dict[str, Family] = {
             stage_types=IMAGE_STAGE_TYPES,
             pipelines={"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline"},
             memory_gib=3.5,
+            native_size=512,
             description="Stable Diffusion 1.x/2.x (UNet, one CLIP text encoder); 512² native",
         ),
         Family(
@@ -49,6 +51,7 @@ FAMILIES: dict[str, Family] = {
             stage_types=IMAGE_STAGE_TYPES,
             pipelines={"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline"},
             memory_gib=10.0,
+            native_size=1024,
             description="Stable Diffusion XL (UNet, two CLIP text encoders, size conditioning); 1024² native",
         ),
         Family(
@@ -58,6 +61,7 @@ FAMILIES: dict[str, Family] = {
             pipelines={"txt2img": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline"},
             unsupported=_SD_PARAMETERS_NOT_IN_FLOW_MATCHING,
             memory_gib=18.0,
+            native_size=1024,
             description="Stable Diffusion 3/3.5 (MMDiT transformer, flow matching); 1024² native",
         ),
         Family(
@@ -67,6 +71,7 @@ FAMILIES: dict[str, Family] = {
             pipelines={"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline"},
             unsupported=_SD_PARAMETERS_NOT_IN_FLOW_MATCHING | {"negativePrompt"},
             memory_gib=33.0,
+            native_size=1024,
             description="FLUX.1 (transformer, guidance-distilled: no negative prompt); 1024² native",
         ),
         Family(

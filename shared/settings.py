@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -253,7 +253,13 @@ class WorkerSettings(CommonSettings):
     model_cache_dir: str = "/var/cache/stagehub/models"
     device: str = "auto"  # auto | cpu | cuda
     batch_window_ms: int = Field(default=50, ge=0, le=5000)
-    torch_compile: bool = False
+    # How the models run (gpu_worker/performance.py): auto = fast on CUDA (bf16, fused QKV, torch.compile with
+    # CUDA graphs), plain on a CPU.
+    performance_profile: Literal["auto", "plain", "fast"] = "auto"
+    # "WIDTHxHEIGHT" sizes the fast profile compiles at warm-up, each for 1..max_batch_size images (JSON list);
+    # empty: the default txt2img model's default size.
+    warm_up_sizes: list[str] = Field(default_factory=list)
+    compile_cache_dir: str = "/var/cache/stagehub/torch-compile"  # on the instance's disk: survives restarts
     poll_wait_s: int = Field(default=20, ge=0, le=20)
     progress_interval_s: float = Field(default=1.0, ge=0)  # per execution: each event is a send and a write
     # Set on EC2 by the launch template's user data: the worker protects its instance from scale-in while busy.
@@ -276,6 +282,40 @@ class WorkerSettings(CommonSettings):
     state_dir: str = "/run/stagehub"  # the supervisor's busy/ready files (systemd RuntimeDirectory)
 
     # --- New worker fields go here (plain fields with a default and a comment). ---
+
+    @field_validator("warm_up_sizes", mode="before")
+    @classmethod
+    def _parse_sizes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
+
+    @field_validator("warm_up_sizes")
+    @classmethod
+    def _check_sizes(cls, sizes: list[str]) -> list[str]:
+        for size in sizes:
+            if (problem := warm_up_size_problem(size)) is not None:
+                raise ValueError(problem)
+        return sizes
+
+    def warm_up_size_pairs(self) -> list[tuple[int, int]]:
+        """WARM_UP_SIZES as (width, height) pairs (validated)."""
+        return [pair for pair in map(_size_pair, self.warm_up_sizes) if pair is not None]
+
+
+def _size_pair(size: str) -> tuple[int, int] | None:
+    width, separator, height = size.partition("x")
+    if not (separator and width.isdigit() and height.isdigit()):
+        return None
+    return int(width), int(height)
+
+
+def warm_up_size_problem(size: str) -> str | None:
+    """Why `size` is not a warm-up size ("WIDTHxHEIGHT", each a multiple of 8 in 64..2048); None if it is."""
+    parsed = _size_pair(size)
+    if parsed is None or not all(64 <= side <= 2048 and side % 8 == 0 for side in parsed):
+        return f"warm-up size {size!r} is not WIDTHxHEIGHT, each a multiple of 8 in 64..2048"
+    return None
 
 
 class StackSettings(WorkerSettings, Settings):
@@ -311,4 +351,5 @@ __all__ = [
     "clear_cached_settings",
     "get_settings",
     "get_worker_settings",
+    "warm_up_size_problem",
 ]

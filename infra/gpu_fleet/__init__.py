@@ -12,6 +12,8 @@ until its workers report ready (gpu_worker/readiness.py). docs/ops.md has the ma
 
 from __future__ import annotations
 
+import json
+
 import aws_cdk as cdk
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
@@ -30,6 +32,7 @@ from shared import resources as res
 from shared import telemetry
 
 MODEL_CACHE_DIR = "/var/cache/stagehub/models"
+COMPILE_CACHE_DIR = "/var/cache/stagehub/torch-compile"  # the fast profile's compiled kernels (instance disk)
 
 __all__ = ["FILES_DIR", "FleetStarter", "GpuFleet", "worker_files", "worker_requirements"]
 
@@ -106,7 +109,9 @@ class GpuFleet(Construct):
             "DEFAULT_MODELS": config.default_models_json(),
             "BATCH_WINDOW_MS": str(config.batch_window_ms),
             "MAX_BATCH_SIZE": str(config.max_batch_size),
-            "TORCH_COMPILE": "true" if config.torch_compile else "false",
+            "PERFORMANCE_PROFILE": config.performance_profile,
+            "WARM_UP_SIZES": json.dumps(list(config.warm_up_sizes)),
+            "COMPILE_CACHE_DIR": COMPILE_CACHE_DIR,
             "ASG_NAME": self.group_name,
             "LIFECYCLE_HOOK_NAME": self.workers.termination_hook_name,
             "LAUNCH_HOOK_NAME": self.workers.launch_hook_name,

@@ -32,8 +32,8 @@ id -u stagehub >/dev/null 2>&1 || useradd --system --home-dir /opt/stagehub --sh
 # GPU device nodes belong to the video/render groups on some AMIs.
 for group in video render; do getent group "${group}" >/dev/null && usermod -aG "${group}" stagehub; done
 set -a; . /etc/stagehub/worker.env; set +a
-mkdir -p "${MODEL_CACHE_DIR}" "${LOG_DIR}"
-chown -R stagehub:stagehub "${MODEL_CACHE_DIR}" /opt/stagehub "${LOG_DIR}"
+mkdir -p "${MODEL_CACHE_DIR}" "${COMPILE_CACHE_DIR}" "${LOG_DIR}"
+chown -R stagehub:stagehub "${MODEL_CACHE_DIR}" "${COMPILE_CACHE_DIR}" /opt/stagehub "${LOG_DIR}"
 
 # Logs: the units append to files in /var/log/stagehub, rotated daily; the AMI's CloudWatch agent ships them
 # to the stack's log group (retention set there). An AMI without the agent keeps them on disk only.

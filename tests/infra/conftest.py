@@ -51,6 +51,8 @@ VARIANT_CONTEXT: dict[str, object] = {
     "alarmEmail": "ops@example.com",
     "minGpuInstances": 1,
     "maxGpuInstances": 6,
+    "gpuPerformanceProfile": "plain",
+    "gpuWarmUpSizes": ["768x768"],
     "models": {
         "big-sd": {
             "kind": "diffusers",

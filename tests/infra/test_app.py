@@ -35,6 +35,8 @@ def test_function_asset_holds_only_functions_and_shared() -> None:
         ({"backlog_target": 0}, "backlogTargetPerInstance"),
         ({"scale_in_idle_minutes": 0}, "scaleInIdleMinutes"),
         ({"ready_timeout_s": 8000}, "readyTimeoutSeconds"),
+        ({"performance_profile": "turbo"}, "gpuPerformanceProfile"),
+        ({"warm_up_sizes": ("1024",)}, "warm-up size"),
         ({"gpu_ami_ids": {"eu-west-1": "latest"}}, "gpuAmiIds"),
     ],
 )

@@ -147,6 +147,22 @@ def test_instance_scripts_are_valid_bash() -> None:
     assert not list(FILES_DIR.glob("*.sh"))[1:], "only install.sh is shell; the rest is gpu_worker Python"
 
 
+def test_the_performance_profile_and_its_compile_cache_on_the_instance_disk_come_from_context(
+    synthesized: Synthesized, variant: Synthesized
+) -> None:
+    base, plain = _user_data(synthesized), _user_data(variant)
+    assert "PERFORMANCE_PROFILE='auto'" in base  # fast on the GPU: it compiles at warm-up, so it waits longer
+    assert "READY_TIMEOUT_S='2700'" in base
+    assert "WARM_UP_SIZES='[]'" in base
+    assert "COMPILE_CACHE_DIR='/var/cache/stagehub/torch-compile'" in base
+    assert "PERFORMANCE_PROFILE='plain'" in plain
+    assert "READY_TIMEOUT_S='900'" in plain
+    assert """WARM_UP_SIZES='["768x768"]'""" in plain
+    install = (FILES_DIR / "install.sh").read_text()
+    assert 'mkdir -p "${MODEL_CACHE_DIR}" "${COMPILE_CACHE_DIR}"' in install
+    assert 'chown -R stagehub:stagehub "${MODEL_CACHE_DIR}" "${COMPILE_CACHE_DIR}"' in install
+
+
 # --- 2. ready before in service, replaced when broken, visible ---
 
 
@@ -159,7 +175,7 @@ def test_launch_hook_waits_for_readiness_and_is_abandoned_after(synthesized: Syn
     launching = hooks["autoscaling:EC2_INSTANCE_LAUNCHING"]
     assert launching["LifecycleHookName"] == fleet.launch_hook_name
     assert launching["DefaultResult"] == "ABANDON"
-    assert launching["HeartbeatTimeout"] > 900  # outlives READY_TIMEOUT_S, after which the instance abandons itself
+    assert launching["HeartbeatTimeout"] > 2700  # outlives READY_TIMEOUT_S, after which the instance abandons itself
     terminating = hooks["autoscaling:EC2_INSTANCE_TERMINATING"]
     assert terminating["LifecycleHookName"] == fleet.lifecycle_hook_name
     assert terminating["DefaultResult"] == "CONTINUE"

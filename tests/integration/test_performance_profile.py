@@ -1,0 +1,101 @@
+"""The fast profile on the tiny models, on the CPU: fused QKV projections and channels-last give the plain
+profile's images for every family; a model with LoRA adapters is not fused (its adapters would be bypassed);
+and, in a worker process of its own, torch.compile's warm-up compiles the planned shapes, serves them without
+compiling again, runs an unplanned shape eagerly, and a restarted process takes its kernels from the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gpu_worker.models import ModelRegistry, _SilentHooks
+from gpu_worker.performance import PerformanceProfile
+from gpu_worker.stages import StageItem
+from gpu_worker.stages.txt2img import RUNNER
+from gpu_worker.tiny_models import TINY_FLUX, TINY_LORA, TINY_LORA_NAME, TINY_SD, TINY_SD3, TINY_SDXL
+from shared.settings import ModelSource, WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+FUSED_EAGER = PerformanceProfile("fused", "float32", channels_last=True, fuse_qkv=True, compile_mode=None)
+FAMILY_MODELS = {"sd15": TINY_SD, "sdxl": TINY_SDXL, "sd3": TINY_SD3, "flux": TINY_FLUX}
+
+
+def _settings(models: dict[str, ModelSource]) -> WorkerSettings:
+    return WorkerSettings.from_env({"IN_QUEUE_URL": "in", "OUT_QUEUE_URL": "out", "DEVICE": "cpu"}).model_copy(
+        update={"models": models}
+    )
+
+
+def _image(registry: ModelRegistry, model: str, loras: list[dict[str, Any]] | None = None) -> np.ndarray:
+    params: dict[str, Any] = {"steps": 2, "width": 64, "height": 64, "guidanceScale": 3.5, "numImages": 1}
+    params |= {"seed": 7, "loras": loras}
+    (output,) = RUNNER.run([StageItem(prompt="a red fox", params=params)], model, registry, _SilentHooks())
+    return np.asarray(output.images[0], dtype=np.int16)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_MODELS))
+def test_fused_qkv_and_channels_last_give_the_plain_profiles_image(family: str, tiny_models_dir: Path) -> None:
+    models = {"m": ModelSource(kind="diffusers", family=family, source=str(tiny_models_dir / FAMILY_MODELS[family]))}
+    settings = _settings(models)
+    plain = _image(ModelRegistry(settings), "m")
+    fast = ModelRegistry(settings, profile=FUSED_EAGER)
+    fused = _image(fast, "m")
+    pipeline = fast.diffusion("m")
+    denoiser = pipeline.unet if hasattr(pipeline, "unet") else pipeline.transformer
+    assert any(getattr(module, "fused_projections", False) for module in denoiser.modules())
+    assert np.abs(fused - plain).max() <= 2  # 8-bit pixels: only float rounding differs
+
+
+def test_a_model_with_lora_adapters_is_not_fused_and_its_adapter_still_applies(tiny_models_dir: Path) -> None:
+    lora = str(tiny_models_dir / TINY_LORA)
+    models = {"sd": ModelSource(kind="diffusers", source=str(tiny_models_dir / TINY_SD), loras={TINY_LORA_NAME: lora})}
+    registry = ModelRegistry(_settings(models), profile=FUSED_EAGER)
+    without = _image(registry, "sd")
+    with_lora = _image(registry, "sd", [{"name": TINY_LORA_NAME, "scale": 1.0}])
+    unet = registry.diffusion("sd").unet
+    assert not any(getattr(module, "fused_projections", False) for module in unet.modules())
+    assert np.abs(with_lora - without).max() > 10
+
+
+def _compiling_worker(models_dir: Path, cache: Path) -> dict[str, Any]:
+    environment = os.environ | {
+        "IN_QUEUE_URL": "in",
+        "OUT_QUEUE_URL": "out",
+        "DEVICE": "cpu",
+        "PERFORMANCE_PROFILE": "fast",
+        "COMPILE_CACHE_DIR": str(cache),
+        "MAX_BATCH_SIZE": "2",
+        "WARM_UP_SIZES": '["64x64"]',
+        "MODELS": json.dumps({"sd": {"kind": "diffusers", "source": str(models_dir / TINY_SD)}}),
+        "DEFAULT_MODELS": '{"txt2img": "sd"}',
+    }
+    program = [sys.executable, "-m", "tests.integration.worker_programs.compiled_warm_up"]
+    done = subprocess.run(program, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_warm_up_compiles_each_planned_shape_once_and_a_restart_loads_them(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    first = _compiling_worker(tiny_models_dir, tmp_path / "cache")
+    # UNet and VAE decoder, for 1 and 2 images of 64x64: four graphs, compiled at warm-up, none after it.
+    assert first["warm_up"]["graphs"] == 4
+    assert (first["warm_up"]["cache_misses"], first["warm_up"]["cache_hits"]) == (4, 0)
+    assert first["serving"]["graphs"] == 0  # the planned shapes, then 96x96 (not planned: eager)
+    assert first["serving"]["sizes"] == [[64, 64], [64, 64], [96, 96]]
+    assert first["compiled"] == ["channels-last", "fused-qkv", "compiled:default"]
+    assert any((tmp_path / "cache").rglob("*.py"))  # the generated kernels, on disk
+    second = _compiling_worker(tiny_models_dir, tmp_path / "cache")
+    assert (second["warm_up"]["cache_misses"], second["warm_up"]["cache_hits"]) == (0, 4)
+    assert second["serving"]["graphs"] == 0
+    print(f"warm-up: {first['warm_up']['seconds']} s compiling, {second['warm_up']['seconds']} s from the cache")

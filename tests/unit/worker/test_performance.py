@@ -1,0 +1,89 @@
+"""The performance profile's choices (gpu_worker/performance.py): which profile a setting names on a device, and
+which shapes the fast profile's warm-up compiles."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpu_worker.performance import PROFILES, WarmUpCall, performance_profile, warm_up_plan
+from shared.settings import WorkerSettings
+
+QUEUES = {"IN_QUEUE_URL": "in", "OUT_QUEUE_URL": "out"}
+
+
+def _settings(**environment: str) -> WorkerSettings:
+    return WorkerSettings.from_env(QUEUES | environment)
+
+
+def test_auto_is_fast_on_cuda_and_plain_on_a_cpu() -> None:
+    assert performance_profile("auto", "cuda") == PROFILES[("cuda", "fast")]
+    assert performance_profile("auto", "cpu") == PROFILES[("cpu", "plain")]
+    assert performance_profile("auto", "mps") == PROFILES[("cpu", "plain")]
+    assert performance_profile("plain", "cuda").compiles is False
+    assert performance_profile("fast", "cpu").compiles is True
+
+
+def test_the_fast_cuda_profile_is_bf16_fused_and_compiled_with_cuda_graphs() -> None:
+    fast = PROFILES[("cuda", "fast")]
+    assert (fast.dtype, fast.channels_last, fast.fuse_qkv) == ("bfloat16", True, True)
+    assert fast.compile_mode == "max-autotune"  # the mode that records CUDA graphs
+    plain_cpu = PROFILES[("cpu", "plain")]
+    assert (plain_cpu.dtype, plain_cpu.channels_last, plain_cpu.fuse_qkv, plain_cpu.compiles) == (
+        "float32",
+        False,
+        False,
+        False,
+    )
+
+
+def test_the_profile_setting_is_checked() -> None:
+    with pytest.raises(RuntimeError, match="performance_profile"):
+        _settings(PERFORMANCE_PROFILE="turbo")
+
+
+@pytest.mark.parametrize("size", ["1024", "1024x", "x1024", "1000x1024x2", "1020x1024", "32x32", "4096x1024"])
+def test_a_warm_up_size_that_is_not_width_x_height_in_range_is_refused(size: str) -> None:
+    with pytest.raises(RuntimeError, match="warm-up size"):
+        _settings(WARM_UP_SIZES=f'["{size}"]')
+
+
+MODELS = (
+    '{"xl": {"kind": "diffusers", "family": "sdxl", "source": "/m/xl"},'
+    ' "small": {"kind": "diffusers", "source": "/m/small", "defaults": {"width": 640, "height": 384,'
+    ' "guidanceScale": 5}}}'
+)
+
+
+def test_the_plan_is_each_size_for_one_to_max_batch_size_images_of_the_default_txt2img_model() -> None:
+    settings = _settings(
+        MODELS=MODELS,
+        DEFAULT_MODELS='{"txt2img": "xl"}',
+        WARM_UP_SIZES='["1024x1024", "832x1216"]',
+        MAX_BATCH_SIZE="3",
+    )
+    assert warm_up_plan(settings) == [
+        WarmUpCall("xl", 1024, 1024, 1, 7.5),
+        WarmUpCall("xl", 1024, 1024, 2, 7.5),
+        WarmUpCall("xl", 1024, 1024, 3, 7.5),
+        WarmUpCall("xl", 832, 1216, 1, 7.5),
+        WarmUpCall("xl", 832, 1216, 2, 7.5),
+        WarmUpCall("xl", 832, 1216, 3, 7.5),
+    ]
+
+
+def test_without_sizes_the_plan_uses_the_models_defaults_else_its_familys_native_size() -> None:
+    xl = _settings(MODELS=MODELS, DEFAULT_MODELS='{"txt2img": "xl"}', MAX_BATCH_SIZE="1")
+    assert warm_up_plan(xl) == [WarmUpCall("xl", 1024, 1024, 1, 7.5)]
+    small = _settings(MODELS=MODELS, DEFAULT_MODELS='{"txt2img": "small"}', MAX_BATCH_SIZE="1")
+    assert warm_up_plan(small) == [WarmUpCall("small", 640, 384, 1, 5.0)]
+    assert warm_up_plan(small)[0].parameters() == {
+        "steps": 2,
+        "width": 640,
+        "height": 384,
+        "guidanceScale": 5.0,
+        "numImages": 1,
+    }
+
+
+def test_no_default_txt2img_model_means_nothing_to_compile() -> None:
+    assert warm_up_plan(_settings(MODELS=MODELS)) == []
