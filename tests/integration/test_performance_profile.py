@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from gpu_worker.models import ModelRegistry, _SilentHooks
-from gpu_worker.performance import PerformanceProfile
+from gpu_worker.performance import PROFILES, PerformanceProfile
 from gpu_worker.stages import StageItem
 from gpu_worker.stages.txt2img import RUNNER
 from gpu_worker.tiny_models import TINY_FLUX, TINY_LORA, TINY_LORA_NAME, TINY_SD, TINY_SD3, TINY_SDXL
@@ -27,10 +27,14 @@ FUSED_EAGER = PerformanceProfile("fused", "float32", channels_last=True, fuse_qk
 FAMILY_MODELS = {"sd15": TINY_SD, "sdxl": TINY_SDXL, "sd3": TINY_SD3, "flux": TINY_FLUX}
 
 
-def _settings(models: dict[str, ModelSource]) -> WorkerSettings:
-    return WorkerSettings.from_env({"IN_QUEUE_URL": "in", "OUT_QUEUE_URL": "out", "DEVICE": "cpu"}).model_copy(
-        update={"models": models}
-    )
+def _settings(models: dict[str, ModelSource], compile_cache: Path) -> WorkerSettings:
+    environment = {
+        "IN_QUEUE_URL": "in",
+        "OUT_QUEUE_URL": "out",
+        "DEVICE": "cpu",
+        "COMPILE_CACHE_DIR": str(compile_cache),
+    }
+    return WorkerSettings.from_env(environment).model_copy(update={"models": models})
 
 
 def _image(registry: ModelRegistry, model: str, loras: list[dict[str, Any]] | None = None) -> np.ndarray:
@@ -41,9 +45,11 @@ def _image(registry: ModelRegistry, model: str, loras: list[dict[str, Any]] | No
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_MODELS))
-def test_fused_qkv_and_channels_last_give_the_plain_profiles_image(family: str, tiny_models_dir: Path) -> None:
+def test_fused_qkv_and_channels_last_give_the_plain_profiles_image(
+    family: str, tiny_models_dir: Path, tmp_path: Path
+) -> None:
     models = {"m": ModelSource(kind="diffusers", family=family, source=str(tiny_models_dir / FAMILY_MODELS[family]))}
-    settings = _settings(models)
+    settings = _settings(models, tmp_path)
     plain = _image(ModelRegistry(settings), "m")
     fast = ModelRegistry(settings, profile=FUSED_EAGER)
     fused = _image(fast, "m")
@@ -53,15 +59,39 @@ def test_fused_qkv_and_channels_last_give_the_plain_profiles_image(family: str, 
     assert np.abs(fused - plain).max() <= 2  # 8-bit pixels: only float rounding differs
 
 
-def test_a_model_with_lora_adapters_is_not_fused_and_its_adapter_still_applies(tiny_models_dir: Path) -> None:
+def test_a_model_with_lora_adapters_is_not_fused_and_its_adapter_still_applies(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
     lora = str(tiny_models_dir / TINY_LORA)
     models = {"sd": ModelSource(kind="diffusers", source=str(tiny_models_dir / TINY_SD), loras={TINY_LORA_NAME: lora})}
-    registry = ModelRegistry(_settings(models), profile=FUSED_EAGER)
+    registry = ModelRegistry(_settings(models, tmp_path), profile=FUSED_EAGER)
     without = _image(registry, "sd")
     with_lora = _image(registry, "sd", [{"name": TINY_LORA_NAME, "scale": 1.0}])
     unet = registry.diffusion("sd").unet
     assert not any(getattr(module, "fused_projections", False) for module in unet.modules())
     assert np.abs(with_lora - without).max() > 10
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_each_family_compiles_as_one_graph_and_gives_the_plain_image(
+    family: str, tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    """fullgraph=True: a graph break in a family's denoiser or VAE decoder fails here, not on a GPU at boot."""
+    from torch._dynamo.utils import counters
+
+    models = {"m": ModelSource(kind="diffusers", family=family, source=str(tiny_models_dir / FAMILY_MODELS[family]))}
+    settings = _settings(models, tmp_path)
+    plain = _image(ModelRegistry(settings), "m")
+    compiled = ModelRegistry(settings, profile=PROFILES[("cpu", "fast")])
+    first = _image(compiled, "m")
+    graphs = counters["stats"]["unique_graphs"]
+    again = _image(compiled, "m")
+    assert compiled.applied["m"] == ["channels-last", "fused-qkv", "compiled:default"]
+    assert counters["stats"]["unique_graphs"] == graphs  # the same shape again: no new graph
+    assert np.abs(first - plain).max() <= 2
+    assert np.array_equal(first, again)
 
 
 def _compiling_worker(models_dir: Path, cache: Path) -> dict[str, Any]:
