@@ -1,11 +1,10 @@
 """`make bench`: python -m bench --models-dir .cache/models [--executions N] [--rounds R] [--quick] [--real-size].
 
-By default the worker runs the tiny random-weight Stable Diffusion (gpu_worker.tiny_models) at 64x64; with
---real-size, a Stable Diffusion 1.5-shaped pipeline with random weights (bench.real_size, built into
-DIR/real-sd if missing) at 512x512.
-
-Writes bench/results/<device>.json (figures and the machine they ran on) and bench/results/<device>.md (the
-table the README shows).
+By default the worker runs the tiny random-weight Stable Diffusion (gpu_worker.tiny_models) at 64x64 and writes
+bench/results/<device>.json (figures and the machine they ran on) and bench/results/<device>.md (the table the
+README shows). With --real-size (for a GPU machine): the real-size random-weight SD 1.5 (512x512) and SDXL
+(1024x1024), built into DIR if missing, each with the plain and the fast performance profile at batch 1 and 4
+(bench/real_size_bench.py; bench/results/<device>-real-size.json and .md).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Any
 import httpx
 import torch
 
-from bench import api_bench, fleet_sim, machine, real_size, robustness_bench, worker_bench
+from bench import api_bench, fleet_sim, machine, real_size_bench, robustness_bench, worker_bench
 from bench.stack import bench_stack
 from bench.workload import ApiUser, subjects, txt2img_stage
 from gpu_worker.aws_io import AwsIoProcess
@@ -45,14 +44,13 @@ def run(
     rounds: int,
     size: int,
     target_s: float,
-    models_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The benchmarks on the default txt2img model of `models_env` (by default the tiny models').
+    """The benchmarks on the tiny models' default txt2img model.
 
     Each round runs every kind (bare loop or worker, batch 1 or 4, overlapped or naive) once, back to back;
     `figures` pairs the kinds within each round. Every run is kept in the JSON."""
     results: dict[str, Any] = {"targets": TARGETS}
-    with bench_stack(models_dir, models_env) as settings:
+    with bench_stack(models_dir) as settings:
         model = settings.default_models["txt2img"]  # what the worker runs the txt2img stage on
         registry = ModelRegistry(settings)
         results["machine"] = machine.describe(registry.device)
@@ -237,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=Path(".cache/models"))
     parser.add_argument("--executions", type=int, default=8, help="executions per run (a multiple of 4)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (one run of each kind each)")
-    parser.add_argument("--size", type=int, help="image size (default: 64, with --real-size 512)")
+    parser.add_argument("--size", type=int, help="image size (default: 64; with --real-size each model's native size)")
     parser.add_argument("--target-s", type=float, default=1.0, help="seconds one bare execution should take")
     parser.add_argument(
         "--torch-threads",
@@ -261,8 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--real-size",
         action="store_true",
-        help="a Stable Diffusion 1.5-shaped model with random weights (built into DIR/real-sd if missing)",
+        help="real-size random-weight models (built into DIR if missing), plain and fast profile, batch 1 and 4",
     )
+    parser.add_argument("--real-size-models", default="sd15,sdxl", help="with --real-size: of sd15, sdxl")
+    parser.add_argument("--profiles", default="plain,fast", help="with --real-size: performance profiles")
+    parser.add_argument("--steps", type=int, default=30, help="with --real-size: denoising steps")
     parser.add_argument("--fleet-only", action="store_true", help="only the GPU fleet simulator (bench/fleet_sim.py)")
     args = parser.parse_args(argv)
     if args.fleet_only:
@@ -275,16 +276,23 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.torch_threads)
     if args.quick:
         args.executions, args.rounds, args.target_s = 8, 1, 0.3
-    models_env = None
     if args.real_size:
-        _log(f"real-size model: {args.models_dir / real_size.REAL_SD} (built if missing)")
-        real_size.ensure_real_size_sd(args.models_dir)
-        models_env = real_size.real_size_env(args.models_dir)
-    size = args.size or (512 if args.real_size else 64)
+        found = real_size_bench.run(
+            args.models_dir,
+            args.real_size_models.split(","),
+            args.profiles.split(","),
+            rounds=args.rounds,
+            executions=args.executions,
+            steps=args.steps,
+            size=args.size,
+        )
+        print(real_size_bench.write(found, RESULTS))
+        return 0
+    size = args.size or 64
     if args.robustness_only:
         shorts = executions = args.executions
         return robustness_only(args.models_dir, size, args.target_s, args.kills, executions, shorts)
-    code = _write(run(args.models_dir, args.executions, args.rounds, size, args.target_s, models_env))
+    code = _write(run(args.models_dir, args.executions, args.rounds, size, args.target_s))
     return code or fleet_sim.main([])  # its own part: the fleet's scaling, simulated from the template
 
 

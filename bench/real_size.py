@@ -9,6 +9,8 @@ DIR/real-sdxl is the same for SDXL base 1.0 (a 2.57-billion-parameter UNet, two 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,22 +79,6 @@ def build_real_size_sd(out: Path, device: str | None = None) -> None:
     pipeline = sd_pipeline(unet, vae, text_encoder, tokenizer, scheduler)
     pipeline.to(device="cpu", dtype=torch.float16, silence_dtype_warnings=True)
     pipeline.save_pretrained(out, safe_serialization=True)
-
-
-def ensure_real_size_sd(models_dir: Path) -> Path:
-    """Build DIR/real-sd if it is missing; returns its directory."""
-    target = Path(models_dir) / REAL_SD
-    if not (target / "model_index.json").exists():
-        build_real_size_sd(target)
-    return target
-
-
-def real_size_env(models_dir: Path | str) -> dict[str, str]:
-    """MODELS and DEFAULT_MODELS (shared.settings) naming the real-size model as the image default."""
-    source = str((Path(models_dir) / REAL_SD).resolve())
-    models = {REAL_SD: {"kind": "diffusers", "source": source}}
-    defaults = {"txt2img": REAL_SD, "img2img": REAL_SD}
-    return {"MODELS": json.dumps(models), "DEFAULT_MODELS": json.dumps(defaults)}
 
 
 def real_size_sdxl_parts(tokenizer: Any) -> dict[str, Any]:
@@ -172,9 +158,31 @@ def build_real_size_sdxl(out: Path, device: str | None = None) -> None:
     pipeline.save_pretrained(out, safe_serialization=True)
 
 
-def ensure_real_size_sdxl(models_dir: Path) -> Path:
-    """Build DIR/real-sdxl if it is missing; returns its directory."""
-    target = Path(models_dir) / REAL_SDXL
-    if not (target / "model_index.json").exists():
-        build_real_size_sdxl(target)
-    return target
+@dataclass(frozen=True)
+class RealSizeModel:
+    """A real-size random-weight model of the GPU bench: its directory name, family and native size."""
+
+    name: str
+    family: str
+    size: int
+    build: Callable[[Path], None]
+
+    def ensure(self, models_dir: Path) -> Path:
+        """Build DIR/<name> if it is missing (minutes: a few GB of weights); returns its directory."""
+        target = Path(models_dir) / self.name
+        if not (target / "model_index.json").exists():
+            self.build(target)
+        return target
+
+    def env(self, models_dir: Path | str) -> dict[str, str]:
+        """MODELS and DEFAULT_MODELS (shared.settings) naming this model as the image default."""
+        source = str((Path(models_dir) / self.name).resolve())
+        models = {self.name: {"kind": "diffusers", "family": self.family, "source": source}}
+        defaults = {"txt2img": self.name, "img2img": self.name}
+        return {"MODELS": json.dumps(models), "DEFAULT_MODELS": json.dumps(defaults)}
+
+
+REAL_SIZE_MODELS = {
+    "sd15": RealSizeModel(REAL_SD, "sd15", 512, lambda out: build_real_size_sd(out)),
+    "sdxl": RealSizeModel(REAL_SDXL, "sdxl", 1024, lambda out: build_real_size_sdxl(out)),
+}

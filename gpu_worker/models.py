@@ -181,6 +181,7 @@ class ModelRegistry:
             except Exception:
                 log.exception("warm-up of %s (%s) failed", name, stage_type)
         if self.profile.compiles:
+            torch.compiler.set_stance("default")  # compile (a registry warmed up before may have set the stance)
             self._compile_shapes()
             set_serving_stance()
 

@@ -1,9 +1,8 @@
 """The worker loop: long-poll, prefetch, batch, compute, hand over to the endings; one process per GPU.
 
 Three kinds of thread keep the GPU busy (DESIGN.md, "GPU efficiency"):
-- intake: receives messages, loads request.json and inputs (gpu_worker.intake), queues the first stage; it
-  receives only what will start within about one batch (at most `max_batch_size` waiting, and only when the
-  running batch ends within `prefetch_horizon_s`), so the rest stays visible to other workers;
+- intake (gpu_worker.intake): receives messages, loads request.json and inputs, queues the first stage; it
+  receives only what will start within about one batch, so the rest stays visible to other workers;
 - compute (the caller's thread): takes batches of the same key from the collector and runs the model
   (gpu_worker.compute: what each outcome of a batch means for its executions);
 - uploads and events (gpu_worker.endings): outputs, checkpoints, result.json, events, deleting messages.
@@ -28,33 +27,27 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from gpu_worker import intake
 from gpu_worker.batching import BatchCollector
-from gpu_worker.compute import Compute, Work, classify, internal_failure
+from gpu_worker.compute import Compute, Work, classify
 from gpu_worker.endings import Endings
 from gpu_worker.heartbeat import HeartbeatThread
 from gpu_worker.held import ReceiptJournal
+from gpu_worker.intake import Intake
 from gpu_worker.jobs import Job, OpenJobs
 from gpu_worker.metrics import NullMetrics
 from gpu_worker.performance import profile_of
-from gpu_worker.progress import ProgressThrottle
 from gpu_worker.seams import Metrics, Registry, WorkerIo
 from gpu_worker.stages import batch_key, model_for
 from gpu_worker.watchdog import ComputeProgress, StallLimits, Watchdog
-from shared.errors import NotFound, PoisonMessage, StageFailed, TransientFailure
-from shared.messages import parse_in_message
-from shared.queues import ReceivedMessage
+from shared.errors import StageFailed
 from shared.resources import IN_QUEUE_VISIBILITY_S
 from shared.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_S = 10  # visibility given back to a message released after a transient failure
-MAX_MESSAGES_PER_POLL = 10
-ACCEPT_THREADS = 4  # messages of one poll accepted at once
 EXIT_ABANDONED = 70  # the process's exit status after the watchdog gave everything back
 
 
@@ -92,7 +85,6 @@ class Worker:
         self.heartbeat = HeartbeatThread(io_.queues, settings.in_queue_url, visibility_s, journal)
         self.overlap_io = overlap_io
         self.retry_backoff_s = retry_backoff_s
-        self.max_open_jobs = max(2 * settings.max_batch_size, 2)
         self.metrics: Metrics = metrics if metrics is not None else NullMetrics()
         self.jobs = OpenJobs(on_busy_change)
         self.endings = Endings(
@@ -117,10 +109,20 @@ class Worker:
             next_stage=lambda job: self._queue_stage(job, urgent=True),
             compiles=profile_of(settings).compiles,
         )
-        self._accepting = ThreadPoolExecutor(ACCEPT_THREADS, "accept")
-        self._intake_stop = threading.Event()
-        self._intake: threading.Thread | None = None
-        self._on_ready: Callable[[], None] | None = on_ready
+        self.intake = Intake(
+            settings,
+            io_,
+            heartbeat=self.heartbeat,
+            endings=self.endings,
+            jobs=self.jobs,
+            waiting=lambda: len(self.collector),
+            remaining_s=lambda: self.progress.remaining_s(),  # read late: the tests swap the clock
+            queue_stage=self._queue_stage,
+            overlap_io=overlap_io,
+            retry_backoff_s=retry_backoff_s,
+            on_ready=on_ready,
+        )
+        self._intake_thread: threading.Thread | None = None
         self._on_fatal = on_fatal
         self._watchdog: Watchdog | None = None
         self._stop: threading.Event | None = None
@@ -146,10 +148,10 @@ class Worker:
             "cancellation watcher": lambda: self.cancellations.alive,
         }
         if self.overlap_io:
-            intake_thread = threading.Thread(target=self._intake_loop, name="intake", daemon=True)
-            self._intake = intake_thread
+            intake_thread = threading.Thread(target=self.intake.loop, name="intake", daemon=True)
+            self._intake_thread = intake_thread
             intake_thread.start()
-            checks["intake"] = lambda: intake_thread.is_alive() or self._intake_stop.is_set()
+            checks["intake"] = lambda: intake_thread.is_alive() or self.intake.stopped.is_set()
         limits = StallLimits(
             self.settings.watchdog_stall_multiple, self.settings.watchdog_min_stall_s, self.settings.watchdog_load_s
         )
@@ -168,7 +170,7 @@ class Worker:
         """One round of the compute loop (polling first when not overlapped); True if a batch ran."""
         self.progress.beat()
         if not self.overlap_io and len(self.collector) == 0:
-            self.poll_once(wait_s=min(self.settings.poll_wait_s, 1))
+            self.intake.poll_once(wait_s=min(self.settings.poll_wait_s, 1))
         batch = self.collector.next_batch(timeout_s)
         if batch:
             self.run_batch(batch)
@@ -195,7 +197,7 @@ class Worker:
         return time.monotonic() - self._stop_seen_at >= self._grace_s
 
     def shutdown(self, grace_s: float = 30.0) -> None:
-        self._intake_stop.set()
+        self.intake.stopped.set()
         self._grace_s = grace_s
         if self._stop_seen_at is None:
             self._stop_seen_at = time.monotonic()
@@ -203,9 +205,9 @@ class Worker:
             self.step()
         if self._watchdog is not None:
             self._watchdog.stop()
-        if self._intake is not None:  # a long poll in flight releases what it gets; closing now would hide them
-            self._intake.join(self.settings.poll_wait_s + 5)
-        self._accepting.shutdown(wait=True)
+        if self._intake_thread is not None:  # a long poll in flight releases what it gets; closing now hides them
+            self._intake_thread.join(self.settings.poll_wait_s + 5)
+        self.intake.close()
         for work in self.collector.drain():
             self.endings.release(work.job, 0)
         self.endings.shutdown()
@@ -226,117 +228,6 @@ class Worker:
         if given_back:
             self.heartbeat.forget_all()
         self._on_fatal(reason)
-
-    # --- intake ---
-
-    def _intake_loop(self) -> None:
-        while not self._intake_stop.is_set():
-            try:
-                self.poll_once(wait_s=self.settings.poll_wait_s)
-            except TransientFailure as exc:
-                log.warning("receive failed: %s", exc)
-                self._intake_stop.wait(1.0)
-            except Exception:  # a bug in a poll must not end the intake (the watchdog would end the process)
-                log.exception("intake failed; polling again")
-                self._intake_stop.wait(1.0)
-
-    def room(self) -> int:
-        """How many messages to receive now: what starts within about one batch, within the open-job cap."""
-        waiting = len(self.collector)
-        room = min(self.settings.max_batch_size - waiting, self.max_open_jobs - self.open_jobs())
-        if room <= 0:
-            return 0
-        remaining = self.progress.remaining_s()
-        if remaining is None or remaining > self.settings.prefetch_horizon_s:
-            return 0  # the running batch is long: others' workers may start these sooner
-        return room
-
-    def poll_once(self, wait_s: int) -> int:
-        """Receive what fits into the room and accept it; returns how many messages came."""
-        room = self.room()
-        if room <= 0:
-            self._intake_stop.wait(0.05)
-            return 0
-        messages = self.queues.receive(
-            self.settings.in_queue_url, max_messages=min(MAX_MESSAGES_PER_POLL, room), wait_s=wait_s
-        )
-        self._ready()
-        if self.overlap_io and len(messages) > 1:
-            # In parallel (each accept waits on S3 and DynamoDB), so one poll's executions meet the batch window.
-            list(self._accepting.map(self._accept_unless_stopping, messages))
-        else:
-            for message in messages:
-                self._accept_unless_stopping(message)
-        return len(messages)
-
-    def _ready(self) -> None:
-        on_ready, self._on_ready = self._on_ready, None
-        if on_ready is not None:
-            try:
-                on_ready()
-            except Exception:
-                log.exception("the ready callback failed")
-
-    def _accept_unless_stopping(self, message: ReceivedMessage) -> None:
-        if self._intake_stop.is_set() and self.overlap_io:
-            self.endings.release_message(message, 0)
-            return
-        try:
-            self.accept(message)
-        except Exception:  # accept guards its own steps; this is the last line
-            log.exception("accepting message %s failed; giving it back", message.message_id)
-            self.endings.release_message(message, self.retry_backoff_s)
-
-    def accept(self, message: ReceivedMessage) -> None:
-        """Take one in-queue message: load its request and inputs, report started, queue its (next) stage."""
-        try:
-            parsed = parse_in_message(message.body)
-        except PoisonMessage as exc:
-            log.error("poison message %s left for the dead-letter queue: %s", message.message_id, exc)
-            return
-        self.heartbeat.track(message.message_id, message.receipt_handle)
-        try:
-            request = intake.load_request(self.blobs, parsed)
-            if self.cancellations.should_skip(request.execution_id):
-                log.info("execution %s is cancelled, deleted or final: not started", request.execution_id)
-                self.endings.drop(message)
-                return
-        except NotFound:
-            log.info("execution %s has no request any more (deleted): not started", parsed.execution_id)
-            self.endings.drop(message)
-            return
-        except TransientFailure as exc:
-            log.warning("could not load %s, retrying later: %s", parsed.execution_id, exc)
-            self.endings.release_message(message, self.retry_backoff_s)
-            return
-        except StageFailed as exc:
-            self.endings.fail_message(message, parsed.execution_id, exc)
-            return
-        except Exception as exc:
-            log.exception("could not load %s", parsed.execution_id)
-            self.endings.fail_message(message, parsed.execution_id, internal_failure(exc))
-            return
-        job = Job(message=message, request=request, throttle=ProgressThrottle(self.settings.progress_interval_s))
-        self.jobs.add(job)
-        self.cancellations.watch(job.execution_id)
-        try:
-            job.check_deadline(datetime.now(UTC))
-            intake.prefetch_inputs(self.blobs, job)
-            if job.attempt > 1:  # a predecessor may have finished stages: never compute them twice
-                intake.resume(self.blobs, self.settings.results_bucket, job)
-        except TransientFailure as exc:
-            log.warning("could not fetch inputs of %s: %s", job.execution_id, exc)
-            self.endings.release(job, self.retry_backoff_s)
-            return
-        except StageFailed as exc:
-            self.endings.fail(job, exc)
-            return
-        except Exception as exc:
-            log.exception("could not take %s", job.execution_id)
-            self.endings.fail(job, classify(exc))
-            return
-        self.endings.started(job)
-        self._queue_stage(job)
 
     def _queue_stage(self, job: Job, *, urgent: bool = False) -> None:
         try:

@@ -7,21 +7,21 @@ import sys
 from typing import Any
 
 from gpu_worker import process
-from gpu_worker.worker import Worker
+from gpu_worker.intake import Intake
 
 
 class InjectedCrash(BaseException):
     """Not an Exception: nothing in the worker may catch it, as with a thread that dies anyway."""
 
 
-_accept = Worker.accept
+_accept = Intake.accept
 
 
-def accept_then_die(self: Worker, message: Any) -> None:
+def accept_then_die(self: Intake, message: Any) -> None:
     _accept(self, message)
     raise InjectedCrash("the intake thread dies here")
 
 
 if __name__ == "__main__":
-    Worker.accept = accept_then_die  # type: ignore[method-assign]
+    Intake.accept = accept_then_die  # type: ignore[method-assign]
     sys.exit(process.main())

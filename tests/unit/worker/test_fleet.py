@@ -492,7 +492,7 @@ def test_the_worker_reports_busy_on_its_first_job_and_idle_after_its_last(monkey
     h.worker.on_busy_change = changes.append
     h.submit("e1", "a")
     h.submit("e2", "b")
-    h.worker.poll_once(wait_s=0)
+    h.worker.intake.poll_once(wait_s=0)
     assert changes == [True]  # 0 -> 2 open jobs: one report
     h.run_until_idle()
     assert changes == [True, False]
@@ -521,7 +521,7 @@ def test_shutdown_with_open_jobs_ends_busy(monkeypatch: pytest.MonkeyPatch) -> N
     changes: list[bool] = []
     h.worker.on_busy_change = changes.append
     h.submit("e1", "x")
-    h.worker.poll_once(wait_s=0)
+    h.worker.intake.poll_once(wait_s=0)
     h.worker.shutdown(grace_s=0)
     assert changes == [True, False]
 

@@ -77,7 +77,7 @@ class Harness:
         return self.queues.put(json.dumps(body)).receipt_handle
 
     def run_until_idle(self) -> None:
-        self.worker.poll_once(wait_s=0)
+        self.worker.intake.poll_once(wait_s=0)
         while self.worker.step(timeout_s=0):
             pass
 
@@ -265,7 +265,7 @@ def test_a_deleted_execution_is_dropped_without_events(monkeypatch: pytest.Monke
 def test_shutdown_gives_back_what_it_cannot_finish(monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(monkeypatch, ScriptedRunner())
     receipt = h.submit("e1", "x")
-    h.worker.poll_once(wait_s=0)
+    h.worker.intake.poll_once(wait_s=0)
     h.worker.shutdown(grace_s=0)
     assert (receipt, 0) in h.queues.visibility
     assert h.queues.deleted == []

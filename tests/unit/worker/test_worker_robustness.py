@@ -234,7 +234,7 @@ def test_a_stop_interrupts_a_running_batch_at_its_next_step_and_gives_the_messag
     h.runner.behaviour = stop_mid_call
     receipt = submit(h, "e1", [TXT2IMG])
     h.worker._stop, h.worker._grace_s = stop, h.worker.settings.stop_grace_s  # the default: a stop acts at once
-    h.worker.poll_once(wait_s=0)
+    h.worker.intake.poll_once(wait_s=0)
     h.worker.step(timeout_s=0)
     assert (receipt, 0) in h.queues.visibility
     assert h.queues.finished() == {}
@@ -246,7 +246,7 @@ def test_a_dead_thread_gives_every_held_message_back_and_ends_the_process(monkey
     fatal: list[str] = []
     h.worker._on_fatal = fatal.append
     receipt = submit(h, "e1", [TXT2IMG])
-    h.worker.poll_once(wait_s=0)  # held, waiting in the collector
+    h.worker.intake.poll_once(wait_s=0)  # held, waiting in the collector
     alive = {"intake": False}
     checks = {"intake": lambda: alive["intake"]}
     watchdog = Watchdog(ComputeProgress(), StallLimits(10, 60, 600), checks, h.worker.abandon, interval_s=0.01)
@@ -273,10 +273,10 @@ def test_the_intake_thread_survives_an_unexpected_error_and_a_killed_one_trips_t
             raise ValueError("a bug in a poll")
         raise Killed
 
-    monkeypatch.setattr(h.worker, "poll_once", poll)
-    monkeypatch.setattr(h.worker._intake_stop, "wait", lambda timeout=None: False)
+    monkeypatch.setattr(h.worker.intake, "poll_once", poll)
+    monkeypatch.setattr(h.worker.intake.stopped, "wait", lambda timeout=None: False)
     with pytest.raises(Killed):
-        h.worker._intake_loop()
+        h.worker.intake.loop()
     assert calls["n"] == 2  # the ValueError was logged and the loop went on
 
 
@@ -304,28 +304,28 @@ def test_the_intake_holds_only_what_starts_within_about_one_batch(monkeypatch: p
     h = Harness(monkeypatch, ScriptedRunner(), max_batch_size=2)
     for n in range(6):
         submit(h, f"e{n}", [TXT2IMG])
-    assert h.worker.poll_once(wait_s=0) == 2  # one batch's worth, not the whole queue
-    assert h.worker.room() == 0
+    assert h.worker.intake.poll_once(wait_s=0) == 2  # one batch's worth, not the whole queue
+    assert h.worker.intake.room() == 0
     assert len(h.queues.incoming) == 4  # visible to other workers
     now = [0.0]
     h.worker.progress = ComputeProgress(clock=lambda: now[0])
     h.worker.collector.drain()
     h.worker.progress.batch_started()
-    assert h.worker.room() == 0  # a batch started: how long it runs is not known yet
+    assert h.worker.intake.room() == 0  # a batch started: how long it runs is not known yet
     now[0] += 1.0
     h.worker.progress.stepped(1, 100)
-    assert h.worker.room() == 0  # 99 s to go
+    assert h.worker.intake.room() == 0  # 99 s to go
     now[0] += 98.0
     h.worker.progress.stepped(99, 100)
-    assert h.worker.room() == 2
+    assert h.worker.intake.room() == 2
 
 
 def test_on_ready_is_called_once_after_the_first_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(monkeypatch, ScriptedRunner())
     ready: list[bool] = []
-    h.worker._on_ready = lambda: ready.append(True)
-    h.worker.poll_once(wait_s=0)
-    h.worker.poll_once(wait_s=0)
+    h.worker.intake._on_ready = lambda: ready.append(True)
+    h.worker.intake.poll_once(wait_s=0)
+    h.worker.intake.poll_once(wait_s=0)
     assert ready == [True]
 
 
