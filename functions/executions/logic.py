@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from pynamodb.exceptions import PynamoDBException
 
 from functions.executions import admission
 from functions.executions.backends import BackendStats
@@ -39,7 +38,7 @@ from shared.errors import (
 )
 from shared.ids import is_id as _is_id
 from shared.messages import ExecutionStatus, InQueueMessage, utc_now_iso
-from shared.models import ExecutionRecord, PipelineRecord
+from shared.models import ExecutionRecord
 from shared.queues import QueueClient
 from shared.settings import Settings
 from shared.stages import (
@@ -206,13 +205,10 @@ def load_pipeline_stages(pipeline_id: str, deps: ExecutionDeps) -> list[StageDef
     """The stages of a pipeline (its definition JSON in S3); NotFound for an unknown pipeline."""
     if not _is_id(pipeline_id):
         raise NotFound("no such pipeline")
-    try:
-        pipeline = PipelineRecord.get(pipeline_id)
-    except PipelineRecord.DoesNotExist as exc:
-        raise NotFound("no such pipeline") from exc
-    except PynamoDBException as exc:
-        raise StoreUnavailable("database error reading the pipeline") from exc
-    definition = deps.blobs.get_json(deps.settings.pipelines_bucket, pipeline.definition_key)
+    definition_key = deps.store.pipeline_definition_key(pipeline_id)
+    if definition_key is None:
+        raise NotFound("no such pipeline")
+    definition = deps.blobs.get_json(deps.settings.pipelines_bucket, definition_key)
     raw_stages = definition.get("stages", []) if isinstance(definition, dict) else definition
     known = set(StageDefinition.model_fields)
     return [StageDefinition.model_validate({k: v for k, v in s.items() if k in known}) for s in raw_stages]

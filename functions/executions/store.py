@@ -28,7 +28,7 @@ from pynamodb.transactions import TransactWrite
 from functions.dynamodb import CONDITION_FAILED, StoreUnavailable
 from functions.pagination import Page
 from shared.messages import ExecutionStatus
-from shared.models import AdmissionRecord, ExecutionRecord, IdempotencyRecord
+from shared.models import AdmissionRecord, ExecutionRecord, IdempotencyRecord, PipelineRecord
 
 _T = TypeVar("_T")
 WAITING_SHARDS = 4
@@ -127,6 +127,14 @@ class ExecutionStore:
             except ExecutionRecord.DoesNotExist:
                 return None
         return None if found.deleted_at else found.user_id
+
+    def pipeline_definition_key(self, pipeline_id: str) -> str | None:
+        """Where the pipeline's definition (its stages) lies in the pipelines bucket; None for no such pipeline."""
+        with _dynamodb(f"pipeline {pipeline_id}"):
+            try:
+                return PipelineRecord.get(pipeline_id, attributes_to_get=["definitionKey"]).definition_key
+            except PipelineRecord.DoesNotExist:
+                return None
 
     def batch_get(self, execution_ids: list[str]) -> list[ExecutionRecord]:
         """The live records of these ids, in this order (deleted ones left out)."""
