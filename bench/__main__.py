@@ -20,15 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import torch
 
 from bench import api_bench, fleet_sim, machine, real_size_bench, robustness_bench, worker_bench
-from bench.stack import bench_stack
+from bench.stack import api_user, bench_stack
 from bench.workload import ApiUser, subjects, txt2img_stage
 from gpu_worker.aws_io import AwsIoProcess
 from gpu_worker.models import ModelRegistry
-from local.gateway import LocalGateway
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"efficiency": 0.97, "queue_to_start_ms": 100, "cold_import_ms": 300}
@@ -61,44 +59,38 @@ def run(
         results["config"]["bare_execution_s"] = round(one_s, 3)
         _log(f"{size}x{size}, {steps} steps: one bare execution takes {one_s:.2f} s")
 
-        gateway = LocalGateway(port=0)
-        gateway.start()
-        try:
-            with httpx.Client(base_url=gateway.url, timeout=30) as api:
-                user = ApiUser.register(api)
-                pipeline_id = user.create_pipeline([txt2img_stage(size, steps)])
-                prompts = [worker_bench.PROMPT.format(s) for s in subjects(executions)]
+        with api_user() as user:
+            pipeline_id = user.create_pipeline([txt2img_stage(size, steps)])
+            prompts = [worker_bench.PROMPT.format(s) for s in subjects(executions)]
 
-                def worker_pass(batch: int, overlap: bool) -> worker_bench.Run:
-                    ids = [user.submit(pipeline_id, {"subject": s}) for s in subjects(executions)]
-                    return worker_bench.worker_run(settings, registry, ids, batch=batch, overlap=overlap)
+            def worker_pass(batch: int, overlap: bool) -> worker_bench.Run:
+                ids = [user.submit(pipeline_id, {"subject": s}) for s in subjects(executions)]
+                return worker_bench.worker_run(settings, registry, ids, batch=batch, overlap=overlap)
 
-                passes: dict[str, Callable[[], worker_bench.Run]] = {}
-                for batch in (1, 4):
-                    passes[f"bare_b{batch}"] = functools.partial(
-                        worker_bench.bare_loop, registry, model, prompts, size, steps, batch
-                    )
-                    passes[f"worker_b{batch}"] = functools.partial(worker_pass, batch, overlap=True)
-                passes["naive_b1"] = functools.partial(worker_pass, 1, overlap=False)
-                runs: dict[str, list[worker_bench.Run]] = {name: [] for name in passes}
-                for round_number in range(1, rounds + 1):  # interleaved, so a slow spell hits every kind alike
-                    for name, one_pass in passes.items():
-                        _log(f"round {round_number}/{rounds}: {name}")
-                        runs[name].append(one_pass())
-                results["runs"] = {name: [r.report() for r in of_kind] for name, of_kind in runs.items()}
-                results["figures"] = figures(results["runs"])
+            passes: dict[str, Callable[[], worker_bench.Run]] = {}
+            for batch in (1, 4):
+                passes[f"bare_b{batch}"] = functools.partial(
+                    worker_bench.bare_loop, registry, model, prompts, size, steps, batch
+                )
+                passes[f"worker_b{batch}"] = functools.partial(worker_pass, batch, overlap=True)
+            passes["naive_b1"] = functools.partial(worker_pass, 1, overlap=False)
+            runs: dict[str, list[worker_bench.Run]] = {name: [] for name in passes}
+            for round_number in range(1, rounds + 1):  # interleaved, so a slow spell hits every kind alike
+                for name, one_pass in passes.items():
+                    _log(f"round {round_number}/{rounds}: {name}")
+                    runs[name].append(one_pass())
+            results["runs"] = {name: [r.report() for r in of_kind] for name, of_kind in runs.items()}
+            results["figures"] = figures(results["runs"])
 
-                _log("API: warm latency, queue-to-start")
-                results["api"] = {"warm_latency": api_bench.warm_latency(user, pipeline_id)}
-                aws_io = AwsIoProcess(settings)
-                try:
-                    idle = worker_bench.make_worker(settings, registry, batch=1, overlap=True, aws_io=aws_io)
-                    results["api"]["queue_to_start"] = api_bench.queue_to_start(idle, user, pipeline_id)
-                finally:
-                    aws_io.close()
-                results["robustness"] = robustness(settings, user, size, steps)
-        finally:
-            gateway.stop()
+            _log("API: warm latency, queue-to-start")
+            results["api"] = {"warm_latency": api_bench.warm_latency(user, pipeline_id)}
+            aws_io = AwsIoProcess(settings)
+            try:
+                idle = worker_bench.make_worker(settings, registry, batch=1, overlap=True, aws_io=aws_io)
+                results["api"]["queue_to_start"] = api_bench.queue_to_start(idle, user, pipeline_id)
+            finally:
+                aws_io.close()
+            results["robustness"] = robustness(settings, user, size, steps)
     _log("API: cold imports")
     results["api"]["cold_import_ms"] = api_bench.cold_imports()
     return results
@@ -125,16 +117,10 @@ def robustness_only(models_dir: Path, size: int, target_s: float, kills: int, ex
         results = json.loads(path.read_text()) if path.exists() else {"machine": machine.describe(registry.device)}
         registry.warm_up()
         steps, _ = worker_bench.calibrate_steps(registry, settings.default_models["txt2img"], size, target_s)
-        gateway = LocalGateway(port=0)
-        gateway.start()
-        try:
-            with httpx.Client(base_url=gateway.url, timeout=30) as api:
-                user = ApiUser.register(api)
-                results["robustness"] = robustness(
-                    settings, user, size, steps, kills=kills, executions=executions, shorts=shorts
-                )
-        finally:
-            gateway.stop()
+        with api_user() as user:
+            results["robustness"] = robustness(
+                settings, user, size, steps, kills=kills, executions=executions, shorts=shorts
+            )
     if "figures" not in results:
         print(json.dumps(results["robustness"], indent=2))
         return 0
@@ -273,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         results["figures"] = figures(results["runs"])
         return _write(results)
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("gpu_worker.models").setLevel(logging.INFO)  # loading and compiling: minutes on a GPU
     torch.set_num_threads(args.torch_threads)
     if args.quick:
         args.executions, args.rounds, args.target_s = 8, 1, 0.3

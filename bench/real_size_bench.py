@@ -22,15 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench import machine, worker_bench
 from bench.real_size import REAL_SIZE_MODELS, RealSizeModel
-from bench.stack import bench_stack
+from bench.stack import api_user, bench_stack
 from bench.workload import ApiUser, subjects, txt2img_stage
 from gpu_worker.models import ModelRegistry
 from gpu_worker.performance import performance_profile, resolve_device
-from local.gateway import LocalGateway
 from shared.settings import StackSettings
 
 BATCHES = (1, 4)
@@ -103,15 +100,9 @@ def _model_matrix(
     warm_up = {"WARM_UP_SIZES": json.dumps([f"{size}x{size}"]), "MAX_BATCH_SIZE": str(max(BATCHES))}
     with bench_stack(models_dir, real.env(models_dir), **warm_up) as settings:
         registries, warm_up_s = _registries(settings, profiles)
-        gateway = LocalGateway(port=0)
-        gateway.start()
-        try:
-            with httpx.Client(base_url=gateway.url, timeout=60) as api:
-                user = ApiUser.register(api)
-                pipeline_id = user.create_pipeline([txt2img_stage(size, steps)])
-                runs = _rounds(settings, registries, user, pipeline_id, real.name, size, steps, rounds, executions)
-        finally:
-            gateway.stop()
+        with api_user(timeout_s=60) as user:
+            pipeline_id = user.create_pipeline([txt2img_stage(size, steps)])
+            runs = _rounds(settings, registries, user, pipeline_id, real.name, size, steps, rounds, executions)
     applied = {profile: registry.applied.get(real.name, []) for profile, registry in registries.items()}
     return {
         "family": real.family,

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.workload import ApiUser
 from gpu_worker.tiny_models import ensure_tiny_models, local_models_env
+from local.gateway import LocalGateway
 from local.provision import provision
 from local.stack import patched_environment
 from shared.models import bind_models
@@ -82,3 +84,15 @@ def bench_stack(
             settings = StackSettings.from_env()
             bind_models(settings)
             yield settings
+
+
+@contextlib.contextmanager
+def api_user(timeout_s: float = 30) -> Iterator[ApiUser]:
+    """A fresh user of the API, served by a local gateway over the functions of this process's environment."""
+    gateway = LocalGateway(port=0)
+    gateway.start()
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=timeout_s) as api:
+            yield ApiUser.register(api)
+    finally:
+        gateway.stop()

@@ -37,6 +37,12 @@ def _settings(models: dict[str, ModelSource], compile_cache: Path) -> WorkerSett
     return WorkerSettings.from_env(environment).model_copy(update={"models": models})
 
 
+def _family_settings(family: str, models_dir: Path, compile_cache: Path) -> WorkerSettings:
+    """Model "m": the tiny model of `family`."""
+    source = str(models_dir / FAMILY_MODELS[family])
+    return _settings({"m": ModelSource(kind="diffusers", family=family, source=source)}, compile_cache)
+
+
 def _image(registry: ModelRegistry, model: str, loras: list[dict[str, Any]] | None = None) -> np.ndarray:
     params: dict[str, Any] = {"steps": 2, "width": 64, "height": 64, "guidanceScale": 3.5, "numImages": 1}
     params |= {"seed": 7, "loras": loras}
@@ -48,8 +54,7 @@ def _image(registry: ModelRegistry, model: str, loras: list[dict[str, Any]] | No
 def test_fused_qkv_and_channels_last_give_the_plain_profiles_image(
     family: str, tiny_models_dir: Path, tmp_path: Path
 ) -> None:
-    models = {"m": ModelSource(kind="diffusers", family=family, source=str(tiny_models_dir / FAMILY_MODELS[family]))}
-    settings = _settings(models, tmp_path)
+    settings = _family_settings(family, tiny_models_dir, tmp_path)
     plain = _image(ModelRegistry(settings), "m")
     fast = ModelRegistry(settings, profile=FUSED_EAGER)
     fused = _image(fast, "m")
@@ -81,8 +86,7 @@ def test_each_family_compiles_as_one_graph_and_gives_the_plain_image(
     """fullgraph=True: a graph break in a family's denoiser or VAE decoder fails here, not on a GPU at boot."""
     from torch._dynamo.utils import counters
 
-    models = {"m": ModelSource(kind="diffusers", family=family, source=str(tiny_models_dir / FAMILY_MODELS[family]))}
-    settings = _settings(models, tmp_path)
+    settings = _family_settings(family, tiny_models_dir, tmp_path)
     plain = _image(ModelRegistry(settings), "m")
     compiled = ModelRegistry(settings, profile=PROFILES[("cpu", "fast")])
     first = _image(compiled, "m")
