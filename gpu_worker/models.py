@@ -19,15 +19,17 @@ import torch
 
 from gpu_worker.loras import LoraSet, activate, load_adapter, lora_set
 from gpu_worker.performance import (
+    EAGER_STANCE,
+    SERVING_STANCE,
     PerformanceProfile,
+    WarmUpCall,
     profile_of,
     resolve_device,
-    set_serving_stance,
     speed_up,
     use_compile_cache,
     warm_up_plan,
 )
-from shared.errors import BadInput
+from shared.errors import BadInput, OutOfMemory
 from shared.families import family_of_pipeline_class, memory_warning
 from shared.settings import ModelSource, WorkerSettings
 from shared.storage import BlobStore, S3Uri
@@ -167,13 +169,15 @@ class ModelRegistry:
         return model, tokenizer
 
     def warm_up(self) -> None:
-        """Load every default model and run it once, so the first request is not slow; with a compiling profile,
-        compile every planned shape (performance.warm_up_plan), then stop compiling."""
+        """Load every default model and run it once, so the first request is not slow. With a compiling profile
+        the default txt2img model is warmed by compiling each planned shape (performance.warm_up_plan); then
+        the compiler stops compiling (SERVING_STANCE), or, if compiling failed, runs everything eagerly."""
         from gpu_worker.stages import StageItem, runner_for
 
+        plan = warm_up_plan(self.settings) if self.profile.compiles else []
         for stage_type, name in self.settings.default_models.items():
-            if stage_type == "img2img":
-                continue  # shares txt2img's weights
+            if stage_type == "img2img" or (stage_type == "txt2img" and any(call.model == name for call in plan)):
+                continue  # img2img shares txt2img's weights; the plan warms its model
             runner = runner_for(stage_type)
             item = StageItem(prompt="warm up", params=runner.warm_up_parameters())
             try:
@@ -181,39 +185,33 @@ class ModelRegistry:
             except Exception:
                 log.exception("warm-up of %s (%s) failed", name, stage_type)
         if self.profile.compiles:
-            torch.compiler.set_stance("default")  # compile (a registry warmed up before may have set the stance)
-            self._compile_shapes()
-            set_serving_stance()
+            torch.compiler.set_stance("default")  # a registry warmed up before may have set another stance
+            compiled = self._compile_shapes(plan)
+            torch.compiler.set_stance(SERVING_STANCE if compiled else EAGER_STANCE)
 
-    def _compile_shapes(self) -> None:
+    def _compile_shapes(self, plan: list[WarmUpCall]) -> bool:
+        """Compile each planned shape; False when compiling failed (not for lack of memory for one shape)."""
         import torch._dynamo
 
         from gpu_worker.stages import StageItem, runner_for
 
-        plan = warm_up_plan(self.settings)
         # Static shapes: one compiled graph per shape and module; more shapes than dynamo keeps by default.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(plan) + 8)
         runner = runner_for("txt2img")
         for number, call in enumerate(plan, start=1):
+            shape = f"{call.model} at {call.width}x{call.height} for {call.images} images"
             started = time.monotonic()
             items = [StageItem(prompt="warm up", params=call.parameters()) for _ in range(call.images)]
             try:
                 runner.run(items, call.model, self, _SilentHooks())
-            except Exception:
-                log.exception(
-                    "compiling %s at %dx%d for %d images failed", call.model, call.width, call.height, call.images
-                )
+            except OutOfMemory:
+                log.warning("not compiling %s: out of memory (such batches fail on this GPU anyway)", shape)
                 continue
-            log.info(
-                "compiled %s at %dx%d for %d images (%d/%d) in %.1f s",
-                call.model,
-                call.width,
-                call.height,
-                call.images,
-                number,
-                len(plan),
-                time.monotonic() - started,
-            )
+            except Exception:
+                log.exception("compiling %s failed: every model runs eagerly", shape)
+                return False
+            log.info("compiled %s (%d/%d) in %.1f s", shape, number, len(plan), time.monotonic() - started)
+        return True
 
 
 def absent_components(source: str) -> dict[str, None]:

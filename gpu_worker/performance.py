@@ -9,7 +9,8 @@ is `fast` on CUDA and `plain` on a CPU.
   and the VAE decoder: on CUDA in mode max-autotune, which records CUDA graphs, one per shape. Shapes are
   static (`dynamic=False`): at warm-up the worker compiles each configured size for 1 to max-batch-size
   images (`warm_up_plan`), then switches the compiler to `eager_on_recompile`, so a shape nobody warmed runs
-  eagerly (correct, slower) instead of stalling a batch for minutes of compilation. Inductor's and Triton's
+  eagerly (correct, slower) instead of stalling a batch for minutes of compilation; if compiling fails at
+  warm-up, to `force_eager`, so the worker serves at the plain speed rather than not at all. Inductor's and Triton's
   caches live in COMPILE_CACHE_DIR on the instance's disk, so a restarted worker loads its kernels instead of
   compiling them again. A model with LoRA adapters is neither fused (the fused projection would bypass the
   adapters on to_q/to_k/to_v) nor compiled (switching adapters would recompile).
@@ -31,8 +32,10 @@ from shared.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-# The compiler's stance once the warm-up compiled every planned shape (torch.compiler.set_stance).
+# The compiler's stance once the warm-up compiled every planned shape (torch.compiler.set_stance), and once
+# compiling failed there (a broken toolchain must not fail every execution: the compiled modules run eagerly).
 SERVING_STANCE = "eager_on_recompile"
+EAGER_STANCE = "force_eager"
 # The txt2img stage's default guidance (API.md): above 1, so the warm-up compiles the guided (doubled) batch.
 DEFAULT_GUIDANCE = 7.5
 
@@ -168,10 +171,3 @@ def default_size(settings: WorkerSettings, model: str) -> tuple[int, int]:
     spec = settings.models[model]
     native = family_named(spec.family).native_size
     return int(spec.defaults.get("width", native)), int(spec.defaults.get("height", native))
-
-
-def set_serving_stance() -> None:
-    """After the warm-up: shapes compiled so far run compiled; any other runs eagerly, without compiling."""
-    import torch
-
-    torch.compiler.set_stance(SERVING_STANCE)

@@ -1,11 +1,18 @@
-"""The performance profile's choices (gpu_worker/performance.py): which profile a setting names on a device, and
-which shapes the fast profile's warm-up compiles."""
+"""The performance profile's choices (gpu_worker/performance.py): which profile a setting names on a device,
+which shapes the fast profile's warm-up compiles, and what the compiler does after it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from gpu_worker import stages
+from gpu_worker.models import ModelRegistry
 from gpu_worker.performance import PROFILES, WarmUpCall, performance_profile, warm_up_plan
+from shared.errors import OutOfMemory
 from shared.settings import WorkerSettings
 
 QUEUES = {"IN_QUEUE_URL": "in", "OUT_QUEUE_URL": "out"}
@@ -87,3 +94,52 @@ def test_without_sizes_the_plan_uses_the_models_defaults_else_its_familys_native
 
 def test_no_default_txt2img_model_means_nothing_to_compile() -> None:
     assert warm_up_plan(_settings(MODELS=MODELS)) == []
+
+
+class _PlanRunner:
+    """txt2img that fails as told for some image counts (no model: the warm-up's decisions only)."""
+
+    def __init__(self, failure_at: dict[int, Exception]) -> None:
+        self.failure_at = failure_at
+        self.calls: list[int] = []
+
+    def run(self, items: list[Any], model: str, registry: Any, hooks: Any) -> list[Any]:
+        self.calls.append(len(items))
+        if len(items) in self.failure_at:
+            raise self.failure_at[len(items)]
+        return []
+
+
+@pytest.fixture
+def stance() -> Iterator[Callable[[], str]]:
+    import torch
+    import torch._dynamo.eval_frame
+
+    yield lambda: str(torch._dynamo.eval_frame._stance.stance)
+    torch.compiler.set_stance("default")
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected_stance", "expected_calls"),
+    [
+        ({}, "eager_on_recompile", [1, 2, 3]),  # compiled: warmed shapes compiled, the rest eager
+        ({2: OutOfMemory("too big")}, "eager_on_recompile", [1, 2, 3]),  # one shape does not fit: skip it
+        ({2: RuntimeError("inductor needs a C++ compiler")}, "force_eager", [1, 2]),  # broken: all eager
+    ],
+)
+def test_the_warm_up_compiles_the_plan_then_stops_compiling_or_falls_back_to_eager(
+    failures: dict[int, Exception],
+    expected_stance: str,
+    expected_calls: list[int],
+    stance: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    runner = _PlanRunner(failures)
+    monkeypatch.setattr(stages, "runner_for", lambda stage_type: runner)
+    settings = _settings(
+        MODELS=MODELS, DEFAULT_MODELS='{"txt2img": "small"}', MAX_BATCH_SIZE="3", COMPILE_CACHE_DIR=str(tmp_path)
+    )
+    ModelRegistry(settings, profile=PROFILES[("cpu", "fast")]).warm_up()
+    assert runner.calls == expected_calls  # the plan only: no separate 64x64 warm-up of the planned model
+    assert stance() == expected_stance
