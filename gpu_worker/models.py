@@ -23,6 +23,7 @@ from gpu_worker.performance import (
     SERVING_STANCE,
     PerformanceProfile,
     WarmUpCall,
+    for_this_gpu,
     profile_of,
     resolve_device,
     speed_up,
@@ -45,6 +46,8 @@ class ModelRegistry:
         self.settings = settings
         self.device = resolve_device(settings.device)
         self.profile = profile or profile_of(settings)
+        if self.device == "cuda":
+            self.profile = for_this_gpu(self.profile)
         self.dtype = self.profile.torch_dtype()
         if self.profile.compiles:
             use_compile_cache(settings.compile_cache_dir, self.device)

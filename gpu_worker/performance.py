@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,15 @@ def performance_profile(setting: str, device: str) -> PerformanceProfile:
 
 def profile_of(settings: WorkerSettings) -> PerformanceProfile:
     return performance_profile(settings.performance_profile, resolve_device(settings.device))
+
+
+def for_this_gpu(profile: PerformanceProfile) -> PerformanceProfile:
+    """bf16 needs an Ampere or newer GPU (A10G, L4, A100, H100: the fleet's); fp16 on older ones (T4, V100)."""
+    import torch
+
+    if profile.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        return replace(profile, dtype="float16")
+    return profile
 
 
 def use_compile_cache(directory: str | os.PathLike[str], device: str) -> None:

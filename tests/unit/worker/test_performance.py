@@ -4,6 +4,7 @@ which shapes the fast profile's warm-up compiles, and what the compiler does aft
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from gpu_worker import stages
 from gpu_worker.models import ModelRegistry
-from gpu_worker.performance import PROFILES, WarmUpCall, performance_profile, warm_up_plan
+from gpu_worker.performance import PROFILES, WarmUpCall, for_this_gpu, performance_profile, warm_up_plan
 from shared.errors import OutOfMemory
 from shared.settings import WorkerSettings
 
@@ -41,6 +42,16 @@ def test_the_fast_cuda_profile_is_bf16_fused_and_compiled_with_cuda_graphs() -> 
         False,
         False,
     )
+
+
+def test_gpus_without_bf16_run_the_fast_profile_in_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    fast = PROFILES[("cuda", "fast")]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # a T4 or a V100
+    assert for_this_gpu(fast) == replace(fast, dtype="float16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert for_this_gpu(fast) == fast
 
 
 def test_the_profile_setting_is_checked() -> None:
