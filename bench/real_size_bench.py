@@ -2,9 +2,10 @@
 
 For each real-size random-weight model (bench.real_size: SD 1.5-shaped at 512x512, SDXL-shaped at 1024x1024)
 one bench stack, and in it one model registry per performance profile (gpu_worker/performance.py), each
-loaded and warmed up as a worker does it (the fast one compiles 1 to 4 images at the model's size). Then
-`rounds` rounds; each runs, for each profile and batch size (1 and 4), the bare loop and the real worker on
-`executions` executions of `steps` steps, back to back, so that every ratio is taken within one round.
+loaded and warmed up as a worker does it (the fast one compiles 1 to 4 images at the model's size), and
+primed (one untimed call per batch size). Then `rounds` rounds; each runs, for each profile and batch size
+(1 and 4), the bare loop and the real worker on `executions` executions of `steps` steps, back to back, so
+that every ratio is taken within one round.
 
 Figures per model, profile and batch: seconds per image in the bare loop and in the worker, the worker's
 efficiency (worker ÷ bare, target ≥ 0.97), the fast profile's speed-up over plain, and, where one was
@@ -141,6 +142,10 @@ def _rounds(
     executions: int,
 ) -> dict[str, list[dict[str, Any]]]:
     prompts = [worker_bench.PROMPT.format(s) for s in subjects(executions)]
+    for profile, registry in registries.items():  # untimed: first calls at this size set up kernels and memory
+        for batch in BATCHES:
+            _log(f"priming: {model} {profile} batch {batch}")
+            worker_bench.bare_loop(registry, model, prompts[:batch], size, steps, batch)
     runs: dict[str, list[dict[str, Any]]] = {}
     for number in range(1, rounds + 1):
         for profile, registry in registries.items():
