@@ -19,6 +19,7 @@ import httpx
 
 from bench.workload import ApiUser
 from gpu_worker.tiny_models import ensure_tiny_models, local_models_env
+from local.consumers import QueueConsumers
 from local.gateway import LocalGateway
 from local.provision import provision
 from local.stack import patched_environment
@@ -77,8 +78,8 @@ def bench_stack(
         env = provision(endpoint) | models_env | {"DEVICE": os.environ.get("DEVICE", "auto")}
         # Short long polls: a worker's shutdown waits for its last one (a full queue answers at once anyway).
         env |= {"POLL_WAIT_S": "2", "POWERTOOLS_METRICS_DISABLED": "true"}
-        # One bench user submits every execution and no results consumer runs here: per-user fair share would
-        # hold all but the first few back (admission is measured by its own tests, not by the worker's figures).
+        # One bench user submits a run's executions at once: per-user fair share would hold all but the first
+        # few back (admission is measured by its own tests, not by the worker's figures); `settle` frees them.
         env |= {"MAX_ACTIVE_EXECUTIONS": "100", "MAX_QUEUED_EXECUTIONS": "10000"} | overrides
         with patched_environment(env):
             settings = StackSettings.from_env()
@@ -96,3 +97,14 @@ def api_user(timeout_s: float = 30) -> Iterator[ApiUser]:
             yield ApiUser.register(api)
     finally:
         gateway.stop()
+
+
+def settle(settings: StackSettings) -> int:
+    """Between timed runs: what the results consumer does in AWS, in this thread. It applies the workers' events
+    (executions end, their fair-share slots free up: one user's runs would otherwise reach its active limit);
+    returns how many events it applied."""
+    consumers = QueueConsumers(settings)
+    applied = 0
+    while handled := consumers.poll_once():
+        applied += handled
+    return applied

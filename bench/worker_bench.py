@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from bench.stack import settle
 from gpu_worker.aws_io import AwsIoProcess
 from gpu_worker.jobs import Job
 from gpu_worker.models import ModelRegistry
@@ -156,6 +157,7 @@ def worker_run(
     if len(worker.closed_at) < len(execution_ids):
         raise RuntimeError(f"the worker closed {len(worker.closed_at)} of {len(execution_ids)} executions")
     _check_results(settings, execution_ids)
+    settle(settings)  # untimed
     seconds = max(worker.closed_at.values()) - started
     latencies = [worker.closed_at[e] - started for e in execution_ids]
     return Run(len(execution_ids), seconds, latencies, model_s=worker.model_s)
