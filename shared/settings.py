@@ -41,6 +41,14 @@ _MiB = 1024 * 1024
 _environment: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environment", default=None)
 
 
+def _from_json_text(value: Any, empty: Any) -> Any:
+    """A JSON setting given as text (an argument, or the environment's where pydantic-settings left it a string);
+    blank text is `empty`."""
+    if isinstance(value, str):
+        return json.loads(value) if value.strip() else empty
+    return value
+
+
 class ModelSource(BaseModel):
     """Where a model's weights come from: a local directory, an S3 prefix, or a hub id (needs internet)."""
 
@@ -140,10 +148,7 @@ class CommonSettings(BaseSettings):
     @field_validator("models", "default_models", mode="before")
     @classmethod
     def _parse_json(cls, value: Any) -> Any:
-        """JSON text given as an argument (the environment's is parsed before this)."""
-        if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
-        return value
+        return _from_json_text(value, {})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -221,23 +226,17 @@ class Settings(CommonSettings):
     @field_validator("backend_queues", "backend_dlqs", mode="before")
     @classmethod
     def _parse_queue_json(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
-        return value
+        return _from_json_text(value, {})
 
     @field_validator("webhook_retry_delays_s", mode="before")
     @classmethod
     def _parse_delays(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return json.loads(value) if value.strip() else []
-        return value
+        return _from_json_text(value, [])
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod
     def _parse_origins(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return json.loads(value) if value.strip() else ["*"]
-        return value
+        return _from_json_text(value, ["*"])
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -286,9 +285,7 @@ class WorkerSettings(CommonSettings):
     @field_validator("warm_up_sizes", mode="before")
     @classmethod
     def _parse_sizes(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return json.loads(value) if value.strip() else []
-        return value
+        return _from_json_text(value, [])
 
     @field_validator("warm_up_sizes")
     @classmethod
