@@ -18,13 +18,49 @@ REAL_SD = "real-sd"
 REAL_SDXL = "real-sdxl"
 
 
+def _clip_config(tokenizer: Any, hidden: int, layers: int, heads: int, act: str) -> Any:
+    """A CLIP text encoder's shape (ViT-L: 768, 12, 12; OpenCLIP bigG: 1280, 32, 20) for the tiny vocabulary."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=hidden,
+        intermediate_size=hidden * 4,
+        num_attention_heads=heads,
+        num_hidden_layers=layers,
+        projection_dim=hidden,
+        hidden_act=act,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+    )
+
+
+def _stable_diffusion_vae(sample_size: int, scaling_factor: float = 0.18215) -> Any:
+    """The VAE every Stable Diffusion up to SDXL shares the shape of (83.65 M parameters)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        sample_size=sample_size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        scaling_factor=scaling_factor,
+    )
+
+
 def build_real_size_sd(out: Path, device: str | None = None) -> None:
     """Write a Stable Diffusion 1.5-shaped pipeline with random weights (fp16 safetensors) to `out`.
 
     The weights are initialised on `device` (default: CUDA where available, where it is much faster)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     from gpu_worker.tiny_models import _clip_tokenizer, sd_pipeline
 
@@ -43,31 +79,8 @@ def build_real_size_sd(out: Path, device: str | None = None) -> None:
             cross_attention_dim=768,
             attention_head_dim=8,
         )
-        vae = AutoencoderKL(
-            sample_size=512,
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                bos_token_id=0,
-                eos_token_id=1,
-                pad_token_id=1,
-                hidden_size=768,
-                intermediate_size=3072,
-                num_attention_heads=12,
-                num_hidden_layers=12,
-                projection_dim=768,
-                hidden_act="quick_gelu",
-                vocab_size=len(tokenizer),
-                max_position_embeddings=77,
-            )
-        )
+        vae = _stable_diffusion_vae(512)
+        text_encoder = CLIPTextModel(_clip_config(tokenizer, 768, 12, 12, "quick_gelu"))
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -84,23 +97,8 @@ def build_real_size_sd(out: Path, device: str | None = None) -> None:
 def real_size_sdxl_parts(tokenizer: Any) -> dict[str, Any]:
     """SDXL base 1.0's UNet (about 2.57 billion parameters), VAE and two text encoders (CLIP ViT-L and OpenCLIP
     bigG), random weights, on the current torch device (`with torch.device(...)`)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    def clip(hidden: int, layers: int, heads: int, act: str) -> CLIPTextConfig:
-        return CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-            hidden_size=hidden,
-            intermediate_size=hidden * 4,
-            num_attention_heads=heads,
-            num_hidden_layers=layers,
-            projection_dim=hidden,
-            hidden_act=act,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=77,
-        )
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     unet = UNet2DConditionModel(
         sample_size=128,
@@ -118,22 +116,12 @@ def real_size_sdxl_parts(tokenizer: Any) -> dict[str, Any]:
         addition_time_embed_dim=256,
         projection_class_embeddings_input_dim=2816,
     )
-    vae = AutoencoderKL(
-        sample_size=1024,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=2,
-        scaling_factor=0.13025,
-    )
+    vae = _stable_diffusion_vae(1024, scaling_factor=0.13025)
     return {
         "unet": unet,
         "vae": vae,
-        "text_encoder": CLIPTextModel(clip(768, 12, 12, "quick_gelu")),
-        "text_encoder_2": CLIPTextModelWithProjection(clip(1280, 32, 20, "gelu")),
+        "text_encoder": CLIPTextModel(_clip_config(tokenizer, 768, 12, 12, "quick_gelu")),
+        "text_encoder_2": CLIPTextModelWithProjection(_clip_config(tokenizer, 1280, 32, 20, "gelu")),
     }
 
 
