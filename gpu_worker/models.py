@@ -22,7 +22,9 @@ from gpu_worker.performance import (
     EAGER_STANCE,
     SERVING_STANCE,
     PerformanceProfile,
+    SharedCompileCache,
     WarmUpCall,
+    compile_cache_key,
     for_this_gpu,
     profile_of,
     resolve_device,
@@ -189,8 +191,20 @@ class ModelRegistry:
                 log.exception("warm-up of %s (%s) failed", name, stage_type)
         if self.profile.compiles:
             torch.compiler.set_stance("default")  # a registry warmed up before may have set another stance
+            shared, key = (
+                self._shared_compile_cache(),
+                compile_cache_key(self.settings, self.profile, plan, self.device),
+            )
+            loaded = shared is not None and bool(plan) and shared.load(key)
             compiled = self._compile_shapes(plan)
             torch.compiler.set_stance(SERVING_STANCE if compiled else EAGER_STANCE)
+            if compiled and plan and shared is not None and not loaded:
+                shared.save(key)
+
+    def _shared_compile_cache(self) -> SharedCompileCache | None:
+        if self._blobs is None or not self.settings.results_bucket:
+            return None
+        return SharedCompileCache(self._blobs, self.settings.results_bucket)
 
     def _compile_shapes(self, plan: list[WarmUpCall]) -> bool:
         """Compile each planned shape; False when compiling failed (not for lack of memory for one shape)."""

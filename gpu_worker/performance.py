@@ -12,8 +12,10 @@ is `fast` on CUDA and `plain` on a CPU.
   eagerly (correct, slower) instead of stalling a batch for minutes of compilation; if compiling fails at
   warm-up, to `force_eager`, so the worker serves at the plain speed rather than not at all. Inductor's and Triton's
   caches live in COMPILE_CACHE_DIR on the instance's disk, so a restarted worker loads its kernels instead of
-  compiling them again. A model with LoRA adapters is neither fused (the fused projection would bypass the
-  adapters on to_q/to_k/to_v) nor compiled (switching adapters would recompile).
+  compiling them again, and the first instance to compile stores its artifacts in S3 (`SharedCompileCache`,
+  the results bucket's `compile-cache/`, keyed by everything the kernels depend on), so later instances load
+  them instead of compiling at their first boot. A model with LoRA adapters is neither fused (the fused
+  projection would bypass the adapters on to_q/to_k/to_v) nor compiled (switching adapters would recompile).
 
 On a CPU, `fast` (only when asked for) compiles in inductor's default mode, in float32: the tests use it to
 check the compile path, the cache and the warm-up plan without a GPU.
@@ -21,14 +23,18 @@ check the compile path, the cache and the warm-up plan without a GPU.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from shared.errors import NotFound
 from shared.families import family_named
 from shared.settings import WorkerSettings
+from shared.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +186,75 @@ def default_size(settings: WorkerSettings, model: str) -> tuple[int, int]:
     spec = settings.models[model]
     native = family_named(spec.family).native_size
     return int(spec.defaults.get("width", native)), int(spec.defaults.get("height", native))
+
+
+def compile_cache_key(
+    settings: WorkerSettings, profile: PerformanceProfile, plan: list[WarmUpCall], device: str
+) -> str:
+    """What compiled kernels depend on: torch/CUDA/diffusers versions, the GPU, the model's weights (by source),
+    the profile and the planned shapes. Instances that agree on all of it share their compiled artifacts."""
+    import diffusers
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    capability = list(torch.cuda.get_device_capability(0)) if device == "cuda" else []
+    facts = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "diffusers": diffusers.__version__,
+        "gpu": gpu,
+        "capability": capability,
+        "models": {call.model: settings.models[call.model].source for call in plan},
+        "profile": asdict(profile),
+        "shapes": [asdict(call) for call in plan],
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class SharedCompileCache:
+    """Compiled artifacts (torch.compiler.save_cache_artifacts: inductor's graphs, autotuning results, Triton
+    kernels) in S3 under the results bucket's `compile-cache/`, so an instance that boots after the first one
+    loads what that one compiled instead of compiling each shape again (minutes each with max-autotune)."""
+
+    PREFIX = "compile-cache/"
+
+    def __init__(self, blobs: BlobStore, bucket: str) -> None:
+        self._blobs = blobs
+        self._bucket = bucket
+
+    def _key(self, key: str) -> str:
+        return f"{self.PREFIX}{key}.bin"
+
+    def load(self, key: str) -> bool:
+        """Load the artifacts stored under `key` into this process's caches; False when there are none."""
+        import torch
+
+        try:
+            data = self._blobs.get_bytes(self._bucket, self._key(key))
+        except NotFound:
+            return False
+        except Exception as exc:  # compiling works without it
+            log.warning("could not read the shared compile cache: %s", exc)
+            return False
+        try:
+            torch.compiler.load_cache_artifacts(data)
+        except Exception as exc:
+            log.warning("ignoring the shared compile cache %s: %s", key, exc)
+            return False
+        log.info("loaded %d bytes of compiled artifacts from the shared compile cache", len(data))
+        return True
+
+    def save(self, key: str) -> None:
+        """Store this process's compiled artifacts under `key`."""
+        import torch
+
+        saved = torch.compiler.save_cache_artifacts()
+        if saved is None:
+            return
+        data, _info = saved
+        try:
+            self._blobs.put_bytes(self._bucket, self._key(key), data, "application/octet-stream")
+        except Exception as exc:
+            log.warning("could not write the shared compile cache: %s", exc)
+            return
+        log.info("stored %d bytes of compiled artifacts in the shared compile cache", len(data))

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from gpu_worker.models import ModelRegistry, _SilentHooks
-from gpu_worker.performance import PROFILES, PerformanceProfile
+from gpu_worker.performance import PROFILES, PerformanceProfile, SharedCompileCache
 from gpu_worker.stages import StageItem
 from gpu_worker.stages.txt2img import RUNNER
 from gpu_worker.tiny_models import TINY_FLUX, TINY_LORA, TINY_LORA_NAME, TINY_SD, TINY_SD3, TINY_SDXL
-from shared.settings import ModelSource, WorkerSettings
+from shared.aws import client
+from shared.settings import ModelSource, StackSettings, WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 FUSED_EAGER = PerformanceProfile("fused", "float32", channels_last=True, fuse_qkv=True, compile_mode=None)
@@ -98,18 +99,23 @@ def test_each_family_compiles_as_one_graph_and_gives_the_plain_image(
     assert np.array_equal(first, again)
 
 
-def _compiling_worker(models_dir: Path, cache: Path) -> dict[str, Any]:
-    environment = os.environ | {
-        "IN_QUEUE_URL": "in",
-        "OUT_QUEUE_URL": "out",
-        "DEVICE": "cpu",
-        "PERFORMANCE_PROFILE": "fast",
-        "COMPILE_CACHE_DIR": str(cache),
-        "MAX_BATCH_SIZE": "2",
-        "WARM_UP_SIZES": '["64x64"]',
-        "MODELS": json.dumps({"sd": {"kind": "diffusers", "source": str(models_dir / TINY_SD)}}),
-        "DEFAULT_MODELS": '{"txt2img": "sd"}',
-    }
+def _compiling_worker(models_dir: Path, cache: Path, aws: dict[str, str] | None = None) -> dict[str, Any]:
+    """A worker process's warm-up and three requests; `aws`: the moto stack's environment (shares through S3)."""
+    environment = (
+        os.environ
+        | (aws or {})
+        | {
+            "IN_QUEUE_URL": "in",
+            "OUT_QUEUE_URL": "out",
+            "DEVICE": "cpu",
+            "PERFORMANCE_PROFILE": "fast",
+            "COMPILE_CACHE_DIR": str(cache),
+            "MAX_BATCH_SIZE": "2",
+            "WARM_UP_SIZES": '["64x64"]',
+            "MODELS": json.dumps({"sd": {"kind": "diffusers", "source": str(models_dir / TINY_SD)}}),
+            "DEFAULT_MODELS": '{"txt2img": "sd"}',
+        }
+    )
     program = [sys.executable, "-m", "tests.integration.worker_programs.compiled_warm_up"]
     done = subprocess.run(program, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -118,18 +124,32 @@ def _compiling_worker(models_dir: Path, cache: Path) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_the_warm_up_compiles_each_planned_shape_once_and_a_restart_loads_them(
-    tiny_models_dir: Path, tmp_path: Path
+def test_the_warm_up_compiles_once_then_a_restart_loads_from_disk_and_a_new_instance_from_s3(
+    tiny_models_dir: Path, tmp_path: Path, stack_environment: dict[str, str]
 ) -> None:
-    first = _compiling_worker(tiny_models_dir, tmp_path / "cache")
+    first = _compiling_worker(tiny_models_dir, tmp_path / "first-instance", stack_environment)
     # UNet and VAE decoder, for 1 and 2 images of 64x64: four graphs, compiled at warm-up, none after it.
     assert first["warm_up"]["graphs"] == 4
     assert (first["warm_up"]["cache_misses"], first["warm_up"]["cache_hits"]) == (4, 0)
     assert first["serving"]["graphs"] == 0  # the planned shapes, then 96x96 (not planned: eager)
     assert first["serving"]["sizes"] == [[64, 64], [64, 64], [96, 96]]
     assert first["compiled"] == ["channels-last", "fused-qkv", "compiled:default"]
-    assert any((tmp_path / "cache").rglob("*.py"))  # the generated kernels, on disk
-    second = _compiling_worker(tiny_models_dir, tmp_path / "cache")
+    assert any((tmp_path / "first-instance").rglob("*.py"))  # the generated kernels, on disk
+    settings = StackSettings.from_env(stack_environment)
+    s3 = client("s3", settings)
+    (stored,) = s3.list_objects_v2(Bucket=settings.results_bucket, Prefix=SharedCompileCache.PREFIX)["Contents"]
+
+    restarted = _compiling_worker(tiny_models_dir, tmp_path / "first-instance")  # its own disk, no S3
+    assert (restarted["warm_up"]["cache_misses"], restarted["warm_up"]["cache_hits"]) == (0, 4)
+    assert restarted["serving"]["graphs"] == 0
+
+    # Another instance: an empty disk; the same model, versions, profile and shapes.
+    second = _compiling_worker(tiny_models_dir, tmp_path / "second-instance", stack_environment)
     assert (second["warm_up"]["cache_misses"], second["warm_up"]["cache_hits"]) == (0, 4)
     assert second["serving"]["graphs"] == 0
-    print(f"warm-up: {first['warm_up']['seconds']} s compiling, {second['warm_up']['seconds']} s from the cache")
+    listed = s3.list_objects_v2(Bucket=settings.results_bucket, Prefix=SharedCompileCache.PREFIX)
+    assert listed["KeyCount"] == 1  # loaded, not stored again
+    print(
+        f"warm-up {first['warm_up']['seconds']} s compiling; restarted {restarted['warm_up']['seconds']} s from"
+        f" its disk; a new instance {second['warm_up']['seconds']} s from S3 ({stored['Size']} bytes)"
+    )

@@ -1,6 +1,7 @@
 """A worker's model side with the fast profile, in a process of its own (tests/integration/
 test_performance_profile.py): warm up (compiling the planned shapes), then serve the planned shapes and one
-unplanned one; prints what was compiled, the inductor cache's hits and misses, and the images' sizes."""
+unplanned one; prints what was compiled, the inductor cache's hits and misses, and the images' sizes. Against
+moto (AWS_ENDPOINT_URL set) it shares its compiled artifacts through S3, as a worker on the fleet does."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from torch._dynamo.utils import counters
 from gpu_worker.models import ModelRegistry, _SilentHooks
 from gpu_worker.stages import StageItem
 from gpu_worker.stages.txt2img import RUNNER
+from shared.aws import client
 from shared.settings import get_worker_settings
+from shared.storage import BlobStore
 
 
 def _snapshot() -> dict[str, int]:
@@ -29,7 +32,10 @@ def _since(before: dict[str, int]) -> dict[str, Any]:
 
 
 def main() -> None:
-    registry = ModelRegistry(get_worker_settings())
+    settings = get_worker_settings()
+    # Against moto (the shared compile cache's test) with a blob store, as gpu_worker.process builds it.
+    blobs = BlobStore(client("s3", settings)) if settings.aws_endpoint_url else None
+    registry = ModelRegistry(settings, blobs)
     before, started = _snapshot(), time.monotonic()
     registry.warm_up()
     warm_up = _since(before) | {"seconds": round(time.monotonic() - started, 1)}
