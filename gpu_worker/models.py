@@ -190,16 +190,19 @@ class ModelRegistry:
             except Exception:
                 log.exception("warm-up of %s (%s) failed", name, stage_type)
         if self.profile.compiles:
-            torch.compiler.set_stance("default")  # a registry warmed up before may have set another stance
-            shared, key = (
-                self._shared_compile_cache(),
-                compile_cache_key(self.settings, self.profile, plan, self.device),
-            )
-            loaded = shared is not None and bool(plan) and shared.load(key)
-            compiled = self._compile_shapes(plan)
-            torch.compiler.set_stance(SERVING_STANCE if compiled else EAGER_STANCE)
-            if compiled and plan and shared is not None and not loaded:
-                shared.save(key)
+            self._compile_plan(plan)
+
+    def _compile_plan(self, plan: list[WarmUpCall]) -> None:
+        """Compile the planned shapes, first loading what another instance stored for the same plan, then stop
+        compiling (or, if compiling failed, run eagerly)."""
+        torch.compiler.set_stance("default")  # a registry warmed up before may have set another stance
+        shared = self._shared_compile_cache() if plan else None
+        key = compile_cache_key(self.settings, self.profile, plan, self.device) if shared is not None else ""
+        loaded = shared is not None and shared.load(key)
+        compiled = self._compile_shapes(plan)
+        torch.compiler.set_stance(SERVING_STANCE if compiled else EAGER_STANCE)
+        if compiled and shared is not None and not loaded:
+            shared.save(key)
 
     def _shared_compile_cache(self) -> SharedCompileCache | None:
         if self._blobs is None or not self.settings.results_bucket:
