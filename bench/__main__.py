@@ -14,7 +14,6 @@ import functools
 import json
 import logging
 import os
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -131,14 +130,6 @@ def robustness_only(models_dir: Path, size: int, target_s: float, kills: int, ex
     return _write(results)
 
 
-def _median_and_range(values: list[float], digits: int = 4) -> dict[str, Any]:
-    return {
-        "median": round(statistics.median(values), digits),
-        "min": round(min(values), digits),
-        "max": round(max(values), digits),
-    }
-
-
 def figures(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """The figures from the runs' reports, each a median over the rounds (with its range) of a ratio taken
     within one round: the kinds of one round ran back to back, so a slow spell of the machine mostly falls on
@@ -146,7 +137,7 @@ def figures(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     rounds = range(len(runs["bare_b1"]))
 
     def ratio(numerator: str, denominator: str, field: str = "executions_per_s") -> dict[str, Any]:
-        return _median_and_range([runs[numerator][i][field] / runs[denominator][i][field] for i in rounds])
+        return worker_bench.median_and_range([runs[numerator][i][field] / runs[denominator][i][field] for i in rounds])
 
     return {
         "efficiency_b1": ratio("worker_b1", "bare_b1"),
@@ -155,16 +146,16 @@ def figures(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
         "batching_gain_bare": ratio("bare_b4", "bare_b1"),
         "naive_efficiency_b1": ratio("naive_b1", "bare_b1"),
         # per image, the overlapped worker takes naive_rate / worker_rate of the naive worker's time
-        "overlap_saving_per_image": _median_and_range(
+        "overlap_saving_per_image": worker_bench.median_and_range(
             [1 - runs["naive_b1"][i]["executions_per_s"] / runs["worker_b1"][i]["executions_per_s"] for i in rounds]
         ),
         # efficiency = model busy x model speed: waiting for work vs computing slower beside the I/O
-        "model_busy_b1": _median_and_range([run["model_busy"] for run in runs["worker_b1"]]),
+        "model_busy_b1": worker_bench.median_and_range([run["model_busy"] for run in runs["worker_b1"]]),
         "model_speed_b1": ratio("bare_b1", "worker_b1", "model_s"),
-        "latency_p50_s_b1": _median_and_range([run["latency_p50_s"] for run in runs["worker_b1"]], 3),
-        "latency_p95_s_b1": _median_and_range([run["latency_p95_s"] for run in runs["worker_b1"]], 3),
-        "latency_p50_s_b4": _median_and_range([run["latency_p50_s"] for run in runs["worker_b4"]], 3),
-        "latency_p95_s_b4": _median_and_range([run["latency_p95_s"] for run in runs["worker_b4"]], 3),
+        "latency_p50_s_b1": worker_bench.median_and_range([run["latency_p50_s"] for run in runs["worker_b1"]], 3),
+        "latency_p95_s_b1": worker_bench.median_and_range([run["latency_p95_s"] for run in runs["worker_b1"]], 3),
+        "latency_p50_s_b4": worker_bench.median_and_range([run["latency_p50_s"] for run in runs["worker_b4"]], 3),
+        "latency_p95_s_b4": worker_bench.median_and_range([run["latency_p95_s"] for run in runs["worker_b4"]], 3),
     }
 
 

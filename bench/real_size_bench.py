@@ -16,7 +16,6 @@ Writes bench/results/<device>-real-size.json and .md.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -159,14 +158,6 @@ def _rounds(
     return runs
 
 
-def _median(values: list[float], digits: int = 4) -> dict[str, float]:
-    return {
-        "median": round(statistics.median(values), digits),
-        "min": round(min(values), digits),
-        "max": round(max(values), digits),
-    }
-
-
 def figures(runs: dict[str, list[dict[str, Any]]], profiles: list[str]) -> dict[str, Any]:
     """Per profile and batch: seconds per image (bare, worker), efficiency; fast ÷ plain speed-ups. Ratios are
     taken within a round, then the median over the rounds."""
@@ -179,14 +170,16 @@ def figures(runs: dict[str, list[dict[str, Any]]], profiles: list[str]) -> dict[
         for batch in BATCHES:
             bare, worker = per_image(f"{profile}_bare_b{batch}"), per_image(f"{profile}_worker_b{batch}")
             found[f"{profile}_b{batch}"] = {
-                "bare_s_per_image": _median(bare, 3),
-                "worker_s_per_image": _median(worker, 3),
-                "efficiency": _median([b / w for b, w in zip(bare, worker, strict=True)]),
+                "bare_s_per_image": worker_bench.median_and_range(bare, 3),
+                "worker_s_per_image": worker_bench.median_and_range(worker, 3),
+                "efficiency": worker_bench.median_and_range([b / w for b, w in zip(bare, worker, strict=True)]),
             }
     if {"plain", "fast"} <= set(profiles):
         for batch in BATCHES:
             plain, fast = per_image(f"plain_worker_b{batch}"), per_image(f"fast_worker_b{batch}")
-            found[f"fast_speedup_b{batch}"] = _median([p / f for p, f in zip(plain, fast, strict=True)], 3)
+            found[f"fast_speedup_b{batch}"] = worker_bench.median_and_range(
+                [p / f for p, f in zip(plain, fast, strict=True)], 3
+            )
     return found
 
 

@@ -62,6 +62,15 @@ class Run:
         }
 
 
+def median_and_range(values: list[float], digits: int = 4) -> dict[str, float]:
+    """A figure over the rounds: its median, lowest and highest (`digits` after the point)."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
+
+
 def _percentile(sorted_values: list[float], percent: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(percent / 100 * len(sorted_values) + 0.5) - 1))
     return sorted_values[index]
