@@ -4,7 +4,7 @@ on the bench's moto stack, their log lines (gpu_worker.endings' structured `exec
 - recovery: the supervisor runs one worker process; each time it has started an execution for the first time,
   its worker process is SIGKILLed; the figure is the time from the kill until the execution runs again (its
   `execution.started` line with a higher attempt), over several kills, and how long the whole set took to
-  drain, with the results consumer and the dead-letter handler applying events meanwhile (bench.stack.settle):
+  drain, with the results consumer and the dead-letter handler applying events meanwhile (bench.stack.apply_events):
   a message held through more kills than the in-queue's maxReceiveCount ends FAILED, as in AWS, and is counted;
 - head-of-line: two worker processes, warm; short executions submitted right behind one long one, against the
   same shorts alone; the figure is the shorts' p50 latency behind the long one over their p50 alone (1.0: the
@@ -25,8 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.stack import settle
+from bench.stack import apply_events
 from bench.workload import ApiUser, txt2img_stage
+from local.consumers import QueueConsumers
 from shared.aws import client
 from shared.messages import ExecutionStatus
 from shared.models import ExecutionRecord
@@ -67,11 +68,12 @@ def _finished(settings: StackSettings, execution_id: str) -> bool:
     return bool(listed.get("Contents"))
 
 
-def _final_statuses(settings: StackSettings, execution_ids: list[str]) -> list[str] | None:
+def _final_statuses(consumers: QueueConsumers, execution_ids: list[str]) -> list[str] | None:
     """Every execution's status once all are final (the events applied first, as AWS would); else None."""
-    settle(settings)
-    statuses = [ExecutionRecord.get(execution_id).status for execution_id in execution_ids]
-    return statuses if all(ExecutionStatus(status).is_final for status in statuses) else None
+    apply_events(consumers)
+    found = {r.execution_id: r.status for r in ExecutionRecord.batch_get(execution_ids, consistent_read=True)}
+    statuses = [found.get(execution_id, "") for execution_id in execution_ids]
+    return statuses if all(status and ExecutionStatus(status).is_final for status in statuses) else None
 
 
 def _children(pid: int) -> list[int]:
@@ -122,7 +124,8 @@ def recovery(
 
                     _wait(again, 180, "the killed execution to run again", log_path)
                     recoveries.append(time.monotonic() - killed_at)
-                statuses = _wait(lambda: _final_statuses(settings, ids), 600, "every execution to end")
+                consumers = QueueConsumers(settings)
+                statuses = _wait(lambda: _final_statuses(consumers, ids), 600, "every execution to end")
                 drained_s = time.monotonic() - submitted
             finally:
                 supervisor.send_signal(signal.SIGTERM)

@@ -103,7 +103,11 @@ def settle(settings: StackSettings) -> int:
     """Between timed runs: what the results consumer does in AWS, in this thread. It applies the workers' events
     (executions end, their fair-share slots free up: one user's runs would otherwise reach its active limit);
     returns how many events it applied."""
-    consumers = QueueConsumers(settings)
+    return apply_events(QueueConsumers(settings))
+
+
+def apply_events(consumers: QueueConsumers) -> int:
+    """Poll the out-queue and the dead-letter queues until they are empty; returns how many messages it handled."""
     applied = 0
     while handled := consumers.poll_once():
         applied += handled
