@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pynamodb.exceptions import PynamoDBException
+from pynamodb.models import Model
 
 from functions.dynamodb import CONDITION_FAILED
 from functions.dynamodb import dynamodb_errors as _dynamodb
@@ -106,6 +107,18 @@ def _applied(write: Callable[[], object], what: str) -> bool:
     return True
 
 
+_Record = TypeVar("_Record", bound=Model)
+
+
+def _consistent_get(model: type[_Record], key: str, what: str) -> _Record | None:
+    """The record of `model` under `key`, read consistently; None when there is none."""
+    with _dynamodb(what):
+        try:
+            return model.get(key, consistent_read=True)
+        except model.DoesNotExist:
+            return None
+
+
 class DynamoUserStore:
     """Users keyed by email (unique by a conditional put), found by id through the userId index."""
 
@@ -160,11 +173,9 @@ class DynamoSessionStore:
             record.save(condition=SessionRecord.family_id.does_not_exist())
 
     def get(self, family_id: str) -> Session | None:
-        with _dynamodb("sessions"):
-            try:
-                record = SessionRecord.get(family_id, consistent_read=True)
-            except SessionRecord.DoesNotExist:
-                return None
+        record = _consistent_get(SessionRecord, family_id, "sessions")
+        if record is None:
+            return None
         return Session(
             family_id=record.family_id,
             user_id=record.user_id,
@@ -191,11 +202,9 @@ class DynamoSessionStore:
             record.save(condition=RefreshTokenRecord.token_hash.does_not_exist())
 
     def token(self, token_hash: str) -> StoredToken | None:
-        with _dynamodb("refresh tokens"):
-            try:
-                record = RefreshTokenRecord.get(token_hash, consistent_read=True)
-            except RefreshTokenRecord.DoesNotExist:
-                return None
+        record = _consistent_get(RefreshTokenRecord, token_hash, "refresh tokens")
+        if record is None:
+            return None
         return StoredToken(
             token_hash=record.token_hash,
             family_id=record.family_id,
@@ -253,8 +262,4 @@ class DynamoThrottleStore:
 
     @staticmethod
     def _get(key: str) -> ThrottleRecord | None:
-        with _dynamodb("throttles"):
-            try:
-                return ThrottleRecord.get(key, consistent_read=True)
-            except ThrottleRecord.DoesNotExist:
-                return None
+        return _consistent_get(ThrottleRecord, key, "throttles")
